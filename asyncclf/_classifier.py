@@ -1,0 +1,570 @@
+"""The async shell around one scikit-learn estimator: fits, model swaps, predictions."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import AsyncIterable, AsyncIterator, Hashable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import anyio
+import numpy as np
+import sklearn
+from numpy.typing import NDArray
+from sklearn.base import clone
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.metrics import accuracy_score
+from sklearn.pipeline import Pipeline
+from sklearn.svm import LinearSVC
+from sklearn.utils.validation import check_is_fitted
+
+from . import _ranking, _streams
+from ._batching import Batcher, Outcome
+from ._errors import InvalidInputError, NotFittedError, UnsupportedEstimatorError
+from ._executors import ThreadExecutor
+from ._types import BatchStatistics, Prediction, Ranked
+from ._validation import check_labels, check_text, check_texts, check_training_set
+
+__all__ = ["AsyncClassifier", "default_estimator"]
+
+Overload = Literal["wait", "raise"]
+OnError = Literal["raise", "yield"]
+
+
+def default_estimator() -> Pipeline:
+    """Return a fresh, unfitted copy of the default text pipeline.
+
+    TF-IDF with sublinear term frequencies feeding linear SVMs whose decision values
+    are calibrated into probabilities: three SVMs, each trained on two thirds of the
+    data and sigmoid-calibrated on the other third, their probabilities averaged
+    (``CalibratedClassifierCV(LinearSVC(), cv=3)``). ``predict`` is the argmax of
+    ``predict_proba``. See docs/performance.md for accuracy and fit time against
+    plain ``TfidfVectorizer`` + ``LinearSVC``.
+    """
+    return Pipeline(
+        [
+            ("tfidf", TfidfVectorizer(sublinear_tf=True)),
+            ("clf", CalibratedClassifierCV(LinearSVC(random_state=0), cv=3)),
+        ]
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class _Model:
+    """A fitted estimator as served: swapped whole, never mutated."""
+
+    estimator: Any
+    labels: list[Hashable]
+    version: int
+
+    def column(self, label: Hashable) -> int:
+        try:
+            return self.labels.index(label)
+        except ValueError:
+            msg = f"Unknown label {label!r}; the classifier's classes are {self.labels!r}."
+            raise InvalidInputError(msg) from None
+
+
+# -- computations run in worker threads --------------------------------------------------
+
+
+def _scores(estimator: Any, texts: list[str]) -> NDArray[np.float64]:
+    """One column per class: probabilities if the estimator has them, else decisions."""
+    if hasattr(estimator, "predict_proba"):
+        return np.asarray(estimator.predict_proba(texts), dtype=np.float64)
+    decision = np.asarray(estimator.decision_function(texts), dtype=np.float64)
+    return np.column_stack([-decision, decision]) if decision.ndim == 1 else decision
+
+
+_COMPUTE = {
+    "predict": lambda est, texts: est.predict(texts),
+    "predict_proba": lambda est, texts: est.predict_proba(texts),
+    "decision_function": lambda est, texts: est.decision_function(texts),
+    "scores": _scores,
+}
+
+
+def _fit(estimator: Any, texts: list[str], labels: list[Hashable]) -> Any:
+    estimator.fit(texts, labels)
+    _labels_of(estimator)
+    return estimator
+
+
+def _partial_fit(
+    serving: Any, fresh: Any, texts: list[str], labels: list[Hashable], classes: Any
+) -> Any:
+    """Copy the serving estimator (or take a fresh one), update the copy, return it."""
+    estimator = fresh if serving is None else copy.deepcopy(serving)
+    if isinstance(estimator, Pipeline):
+        head, final = estimator[:-1], estimator[-1]
+        for name, step in head.steps:
+            try:
+                check_is_fitted(step)
+            except _SklearnNotFittedError:
+                msg = (
+                    f"partial_fit needs the pipeline's transformers to be stateless (such as "
+                    f"HashingVectorizer) or fitted by an earlier fit; step {name!r} is not."
+                )
+                raise UnsupportedEstimatorError(msg) from None
+        final.partial_fit(head.transform(texts), labels, classes=classes)
+    else:
+        estimator.partial_fit(texts, labels, classes=classes)
+    _labels_of(estimator)
+    return estimator
+
+
+def _labels_of(estimator: Any) -> list[Hashable]:
+    classes = getattr(estimator, "classes_", None)
+    if classes is None:
+        msg = f"{type(estimator).__name__} has no classes_ after fitting; is it a classifier?"
+        raise UnsupportedEstimatorError(msg)
+    return list(np.asarray(classes).tolist())
+
+
+def _final_step(estimator: Any) -> Any:
+    return estimator[-1] if isinstance(estimator, Pipeline) else estimator
+
+
+def _config_key() -> tuple[tuple[str, str], ...]:
+    # Calls share a batch only under the same scikit-learn configuration.
+    return tuple((name, repr(value)) for name, value in sorted(sklearn.get_config().items()))
+
+
+def _check_k(k: int | None) -> None:
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
+        msg = f"k must be None or an int >= 0, not {k!r}."
+        raise InvalidInputError(msg)
+
+
+class AsyncClassifier:
+    """Awaitable fit, predict, rank and group for a scikit-learn text classifier.
+
+    The estimator's code never runs on the event loop: every call runs in an anyio
+    worker thread holding a token of ``limiter``. Concurrent prediction calls are
+    merged into vectorised estimator calls of at most ``max_batch_size`` texts; a call
+    waits at most ``max_latency`` seconds for company. ``fit`` trains a clone and swaps
+    it in atomically, so predictions keep flowing during a refit.
+
+    Args:
+        estimator: Any scikit-learn compatible classifier or pipeline taking a list of
+            ``str``. ``None`` means :func:`default_estimator`. It is cloned by ``fit``;
+            the object you pass is never fitted itself.
+        limiter: The capacity limiter for worker threads. Defaults to a new one with
+            as many tokens as CPUs (at least 2, so a prediction never waits behind a
+            fit). Share one between classifiers to bound them together.
+        max_batch_size: Most texts in one estimator call.
+        max_latency: Seconds a call waits for other calls to fill its batch.
+        max_queue: Most texts waiting for a batch; see ``overload``.
+        overload: When the queue is full, ``"wait"`` for room or ``"raise"``
+            :class:`OverloadedError` at once.
+    """
+
+    def __init__(
+        self,
+        estimator: Any = None,
+        *,
+        limiter: anyio.CapacityLimiter | None = None,
+        max_batch_size: int = 256,
+        max_latency: float = 0.002,
+        max_queue: int = 65536,
+        overload: Overload = "wait",
+    ) -> None:
+        self.estimator = estimator
+        self.limiter = limiter
+        self.max_batch_size = max_batch_size
+        self.max_latency = max_latency
+        self.max_queue = max_queue
+        self.overload = overload
+        self._check_params()
+        self._executor = ThreadExecutor(limiter)
+        self._batcher = Batcher(
+            self._executor,
+            self._prepare,
+            max_batch_size=max_batch_size,
+            max_latency=max_latency,
+            max_queue=max_queue,
+            overload=overload,
+        )
+        self._model: _Model | None = None
+        self._fit_lock = anyio.Lock()
+
+    def __repr__(self) -> str:
+        estimator = "default" if self.estimator is None else type(self.estimator).__name__
+        return f"<AsyncClassifier estimator={estimator} version={self.version}>"
+
+    # -- parameters (scikit-learn's conventions) ----------------------------------------
+
+    _PARAMS = ("estimator", "limiter", "max_batch_size", "max_latency", "max_queue", "overload")
+
+    def _check_params(self) -> None:
+        for name in ("max_batch_size", "max_queue"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                msg = f"{name} must be an int >= 1, not {value!r}."
+                raise ValueError(msg)
+        if self.max_queue < self.max_batch_size:
+            msg = (
+                f"max_queue ({self.max_queue}) must be at least max_batch_size "
+                f"({self.max_batch_size})."
+            )
+            raise ValueError(msg)
+        latency = self.max_latency
+        if isinstance(latency, bool) or not isinstance(latency, (int, float)):
+            msg = f"max_latency must be a number of seconds, not {latency!r}."
+            raise ValueError(msg)
+        if not (latency >= 0 and math.isfinite(latency)):
+            msg = f"max_latency must be >= 0 and finite, not {latency!r}."
+            raise ValueError(msg)
+        if self.overload not in ("wait", "raise"):
+            msg = f"overload must be 'wait' or 'raise', not {self.overload!r}."
+            raise ValueError(msg)
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Return the constructor arguments (and the estimator's, prefixed, if ``deep``)."""
+        params = {name: getattr(self, name) for name in self._PARAMS}
+        if deep and hasattr(self.estimator, "get_params"):
+            for name, value in self.estimator.get_params(deep=True).items():
+                params[f"estimator__{name}"] = value
+        return params
+
+    def set_params(self, **params: Any) -> AsyncClassifier:
+        """Set constructor arguments; ``estimator__name`` sets the estimator's own.
+
+        The serving model is not touched: new estimator settings apply from the next
+        ``fit``. Batching settings apply to batches formed from now on.
+        """
+        nested: dict[str, Any] = {}
+        old = {name: getattr(self, name) for name in self._PARAMS}
+        for key, value in params.items():
+            name, _, sub = key.partition("__")
+            if name not in self._PARAMS or (sub and name != "estimator"):
+                msg = f"Invalid parameter {key!r} for AsyncClassifier; valid: {self._PARAMS}."
+                raise ValueError(msg)
+            if sub:
+                nested[sub] = value
+            else:
+                setattr(self, name, value)
+        try:
+            self._check_params()
+        except ValueError:
+            for name, value in old.items():
+                setattr(self, name, value)
+            raise
+        if nested:
+            if self.estimator is None:
+                self.estimator = default_estimator()
+            self.estimator.set_params(**nested)
+        if self.limiter is not old["limiter"]:
+            self._executor.limiter = self._executor.make_limiter(self.limiter)
+        for name in ("max_batch_size", "max_latency", "max_queue", "overload"):
+            setattr(self._batcher, name, getattr(self, name))
+        return self
+
+    # -- the serving model -----------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        """0 before the first fit; +1 on every successful ``fit`` or ``partial_fit``."""
+        return 0 if self._model is None else self._model.version
+
+    @property
+    def estimator_(self) -> Any:
+        """The fitted synchronous estimator serving predictions now."""
+        return self._require_model().estimator
+
+    @property
+    def classes_(self) -> NDArray[Any]:
+        """The class labels, in the order of ``predict_proba``'s columns."""
+        return np.asarray(self._require_model().estimator.classes_)
+
+    def _require_model(self) -> _Model:
+        if self._model is None:
+            msg = (
+                "This AsyncClassifier is not fitted yet; await fit(X, y) (or partial_fit) "
+                "before predicting."
+            )
+            raise NotFittedError(msg)
+        return self._model
+
+    def _swap(self, estimator: Any) -> None:
+        # One attribute assignment on the event loop: readers see the old or the new
+        # model, whole.
+        self._model = _Model(estimator, _labels_of(estimator), self.version + 1)
+
+    @property
+    def limiter_(self) -> anyio.CapacityLimiter:
+        """The capacity limiter worker threads run under (``limiter`` or the default)."""
+        return self._executor.limiter
+
+    async def fit(self, X: Iterable[str], y: Iterable[Any]) -> AsyncClassifier:
+        """Train a clone of the estimator on ``X``, ``y`` and swap it in.
+
+        Runs in a worker thread. Predictions made meanwhile are answered by the model
+        serving before, and do not wait. Concurrent fits run one after another. If the
+        fit raises or is cancelled, the serving model and ``version`` stay as they were.
+        Cancelling takes effect when the worker thread finishes (scikit-learn cannot be
+        interrupted); the trained clone is then discarded.
+
+        Returns:
+            ``self``, like scikit-learn's ``fit``.
+        """
+        texts, labels = check_training_set(X, y)
+        estimator = clone(self.estimator if self.estimator is not None else default_estimator())
+        async with self._fit_lock:
+            fitted = await self._executor.run(_fit, estimator, texts, labels)
+            self._swap(fitted)
+        return self
+
+    async def partial_fit(
+        self, X: Iterable[str], y: Iterable[Any], *, classes: Iterable[Any] | None = None
+    ) -> AsyncClassifier:
+        """Update the model with one more batch of training data, copy-on-write.
+
+        The serving estimator is deep-copied in a worker thread, the copy is updated
+        with the estimator's ``partial_fit`` and swapped in, so a prediction reading the
+        old model is never disturbed. For a ``Pipeline`` the transformers must be
+        stateless (``HashingVectorizer``) or fitted by an earlier ``fit``, and the last
+        step gets ``partial_fit``. ``classes`` is required on the first call. Cancelling
+        takes effect when the worker thread finishes; the update is then discarded.
+        """
+        texts, labels = check_training_set(X, y, min_classes=1)
+        template = self.estimator if self.estimator is not None else default_estimator()
+        if not hasattr(_final_step(template), "partial_fit"):
+            msg = (
+                f"{type(_final_step(template)).__name__} has no partial_fit; use an "
+                f"estimator that learns incrementally (e.g. SGDClassifier or MultinomialNB)."
+            )
+            raise UnsupportedEstimatorError(msg)
+        class_list = None if classes is None else check_labels(classes, len(list(classes)))
+        async with self._fit_lock:
+            serving = None if self._model is None else self._model.estimator
+            if serving is None and class_list is None:
+                msg = "The first partial_fit needs classes=[...], every class it will ever see."
+                raise InvalidInputError(msg)
+            fresh = clone(template) if serving is None else None
+            updated = await self._executor.run(
+                _partial_fit, serving, fresh, texts, labels, class_list
+            )
+            self._swap(updated)
+        return self
+
+    # -- predictions -----------------------------------------------------------------
+
+    def _prepare(self, key: Hashable) -> tuple[Any, _Model]:
+        model = self._require_model()
+        kind = key[0]  # type: ignore[index]
+        compute = _COMPUTE[kind]
+        estimator = model.estimator
+        return (lambda texts: compute(estimator, texts)), model
+
+    def _require(self, model: _Model, method: str) -> None:
+        if method == "scores":
+            if hasattr(model.estimator, "predict_proba") or hasattr(
+                model.estimator, "decision_function"
+            ):
+                return
+            method = "predict_proba or decision_function"
+        elif hasattr(model.estimator, method):
+            return
+        msg = f"{type(model.estimator).__name__} has no {method}, which this call needs."
+        raise UnsupportedEstimatorError(msg)
+
+    async def _rows(self, kind: str, texts: list[str]) -> Outcome:
+        return await self._batcher.submit((kind, _config_key()), texts)
+
+    async def predict(self, X: Iterable[str]) -> NDArray[Any]:
+        """Predict a label for each text.
+
+        Runs in a worker thread, batched with concurrent calls. Cancelling while queued
+        withdraws the texts; cancelling while the batch runs discards only this call's
+        result (the worker thread completes for the rest of the batch).
+
+        Returns:
+            A numpy array of labels, one per text (empty for an empty ``X``).
+        """
+        texts = check_texts(X)
+        model = self._require_model()
+        if not texts:
+            return np.asarray(model.estimator.classes_)[:0]
+        result: NDArray[Any] = (await self._rows("predict", texts)).rows()
+        return result
+
+    async def predict_proba(self, X: Iterable[str]) -> NDArray[np.float64]:
+        """Return class probabilities, one row per text, columns in ``classes_`` order.
+
+        Runs like :meth:`predict`. Raises :class:`UnsupportedEstimatorError` if the
+        estimator has no ``predict_proba``.
+        """
+        texts = check_texts(X)
+        model = self._require_model()
+        self._require(model, "predict_proba")
+        if not texts:
+            return np.empty((0, len(model.labels)))
+        result: NDArray[np.float64] = (await self._rows("predict_proba", texts)).rows()
+        return result
+
+    async def decision_function(self, X: Iterable[str]) -> NDArray[np.float64]:
+        """Return the estimator's decision values, as its ``decision_function`` does.
+
+        Runs like :meth:`predict`. Raises :class:`UnsupportedEstimatorError` if the
+        estimator has no ``decision_function``.
+        """
+        texts = check_texts(X)
+        model = self._require_model()
+        self._require(model, "decision_function")
+        if not texts:
+            return np.empty((0,) if len(model.labels) == 2 else (0, len(model.labels)))
+        result: NDArray[np.float64] = (await self._rows("decision_function", texts)).rows()
+        return result
+
+    async def score(self, X: Iterable[str], y: Iterable[Any]) -> float:
+        """Return the accuracy of :meth:`predict` on ``X`` against the true labels ``y``."""
+        texts = check_texts(X)
+        labels = check_labels(y, len(texts))
+        if not texts:
+            msg = "score needs at least one text."
+            raise InvalidInputError(msg)
+        predicted = await self.predict(texts)
+        return float(accuracy_score(np.asarray(labels, dtype=object), predicted.astype(object)))
+
+    async def classify(self, text: str) -> Prediction:
+        """Classify one text: its most likely label, that label's score, the model version.
+
+        Concurrent ``classify`` calls from any number of tasks are merged into
+        vectorised estimator calls. Cancelling while queued withdraws the text.
+        """
+        text = check_text(text, 0)
+        model = self._require_model()
+        self._require(model, "scores")
+        outcome = await self._rows("scores", [text])
+        return _prediction(0, text, outcome.rows()[0], outcome.tag)
+
+    async def rank(
+        self, X: Iterable[str], label: Hashable, *, k: int | None = None
+    ) -> list[Ranked]:
+        """Order the texts by their score for ``label``, highest first, keeping ``k``.
+
+        The score is ``predict_proba``'s column for ``label``, or the decision value
+        when the estimator has no probabilities. Ties keep input order.
+        """
+        texts = check_texts(X)
+        _check_k(k)
+        model = self._require_model()
+        self._require(model, "scores")
+        model.column(label)
+        if not texts:
+            return []
+        outcome = await self._rows("scores", texts)
+        scores = outcome.rows()[:, outcome.tag.column(label)]
+        return _ranking.rank(texts, scores, k)
+
+    async def group(
+        self, X: Iterable[str], *, k: int | None = None
+    ) -> dict[Hashable, list[Ranked]]:
+        """Put each text under its predicted label, each list ordered by confidence.
+
+        Every class is a key (in ``classes_`` order), with at most ``k`` texts, highest
+        score first, ties in input order.
+        """
+        texts = check_texts(X)
+        _check_k(k)
+        model = self._require_model()
+        self._require(model, "scores")
+        if not texts:
+            return {label: [] for label in model.labels}
+        outcome = await self._rows("scores", texts)
+        return _ranking.group(texts, outcome.rows(), outcome.tag.labels, k)
+
+    # -- streams ---------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        source: Iterable[str] | AsyncIterable[str],
+        *,
+        on_error: OnError = "raise",
+        max_in_flight: int | None = None,
+    ) -> AsyncIterator[AsyncIterator[Prediction]]:
+        """Classify a stream of texts, yielding one :class:`Prediction` per text, in order.
+
+        Use it as ``async with clf.stream(texts) as results: async for p in results``.
+        Texts are read ahead and batched, with at most ``max_in_flight`` (default
+        ``2 * max_batch_size``) read but not yet consumed, so memory stays flat and a
+        slow consumer slows the reading of ``source``. Leaving the block stops reading
+        and withdraws queued texts. An error raised by ``source`` reaches the consumer
+        after the predictions before it.
+
+        Args:
+            source: A sync or async iterable of ``str``. A sync one is iterated on the
+                event loop, so it must not block.
+            on_error: ``"raise"`` ends the stream with the exception of the first text
+                that failed (a bad item or an estimator error); ``"yield"`` yields a
+                ``Prediction`` carrying the exception and carries on.
+            max_in_flight: The read-ahead bound.
+        """
+        model = self._require_model()
+        self._require(model, "scores")
+
+        def failed(index: int, text: str, error: Exception, tag: _Model | None) -> Prediction:
+            version = self.version if tag is None else tag.version
+            return Prediction(index, text, None, math.nan, version, error)
+
+        async with _streams.open_stream(
+            self._batcher,
+            ("scores", _config_key()),
+            source,
+            _prediction,
+            on_error=on_error,
+            fail=failed,
+            max_in_flight=2 * self.max_batch_size if max_in_flight is None else max_in_flight,
+        ) as results:
+            yield results
+
+    async def top_k(
+        self, source: Iterable[str] | AsyncIterable[str], label: Hashable, k: int
+    ) -> list[Ranked]:
+        """Return the ``k`` texts of ``source`` that score highest for ``label``.
+
+        Reads ``source`` (of any length) through a stream and keeps only ``k`` texts at
+        a time, in O(k) memory. Same order as :meth:`rank`.
+        """
+        _check_k(k)
+        model = self._require_model()
+        self._require(model, "scores")
+        model.column(label)
+        best = _ranking.TopK(k)
+
+        def scored(
+            index: int, text: str, row: NDArray[np.float64], tag: _Model
+        ) -> tuple[int, str, float]:
+            return index, text, float(row[tag.column(label)])
+
+        async with _streams.open_stream(
+            self._batcher,
+            ("scores", _config_key()),
+            source,
+            scored,
+            max_in_flight=2 * self.max_batch_size,
+        ) as results:
+            async for index, text, score in results:
+                best.push(index, text, score)
+        return best.result()
+
+    def statistics(self) -> BatchStatistics:
+        """Return the batcher's counters: batches, items, queue depth, sizes, timings."""
+        return self._batcher.statistics()
+
+
+def _prediction(index: int, text: str, row: NDArray[np.float64], model: _Model) -> Prediction:
+    best = int(np.argmax(row))
+    return Prediction(
+        index=index,
+        text=text,
+        label=model.labels[best],
+        score=float(row[best]),
+        version=model.version,
+    )

@@ -1,0 +1,126 @@
+"""Where the estimator's synchronous code runs: anyio worker threads under a limiter.
+
+Every call into scikit-learn goes through :class:`ThreadExecutor`. It
+
+* holds a token of the classifier's own :class:`anyio.CapacityLimiter` for as long
+  as the worker thread runs (never anyio's global 40-thread default);
+* carries the caller's ``sklearn.get_config()`` into the worker, because scikit-learn's
+  configuration is thread-local;
+* caps BLAS/OpenMP thread pools while any asyncclf call runs, so that ``limiter``
+  tokens times native threads never exceeds the machine's cores.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+import sklearn
+from threadpoolctl import ThreadpoolController
+
+__all__ = ["ThreadExecutor", "available_cpus"]
+
+T = TypeVar("T")
+
+
+def available_cpus() -> int:
+    """Return how many CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+class _NativeThreadCap:
+    """Reference-counted cap on BLAS/OpenMP threads while asyncclf work runs.
+
+    BLAS thread pools are process-wide, so limits set and restored independently by
+    overlapping worker calls would race (one call restoring the original while another
+    still runs). Here the first active call sets the cap and the last one restores it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active = 0
+        self._controller: ThreadpoolController | None = None
+        self._limiter: Any = None
+
+    @contextmanager
+    def __call__(self, threads: int) -> Iterator[None]:
+        with self._lock:
+            if self._active == 0:
+                if self._controller is None:
+                    self._controller = ThreadpoolController()
+                self._limiter = self._controller.limit(limits=threads)
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active -= 1
+                if self._active == 0:
+                    self._limiter.restore_original_limits()
+                    self._limiter = None
+
+
+_native_thread_cap = _NativeThreadCap()
+
+
+def _call_in_worker(
+    config: dict[str, Any], threads: int, func: Callable[..., T], args: tuple[Any, ...]
+) -> T:
+    with sklearn.config_context(**config), _native_thread_cap(threads):
+        return func(*args)
+
+
+class ThreadExecutor:
+    """Run synchronous estimator code in anyio worker threads under one limiter."""
+
+    def __init__(self, limiter: anyio.CapacityLimiter | None = None) -> None:
+        self.limiter = self.make_limiter(limiter)
+        # The token of ``limiter`` is taken by ``slot()``; the thread itself must not
+        # count against anyio's global default limiter, so it gets one of its own.
+        self._threads = anyio.CapacityLimiter(math.inf)
+
+    @staticmethod
+    def make_limiter(limiter: anyio.CapacityLimiter | None) -> anyio.CapacityLimiter:
+        """Return ``limiter``, or a new one with a token per CPU (at least 2)."""
+        return limiter if limiter is not None else anyio.CapacityLimiter(max(2, available_cpus()))
+
+    @property
+    def native_threads(self) -> int:
+        """BLAS/OpenMP threads allowed per worker call."""
+        tokens = self.limiter.total_tokens
+        return max(1, available_cpus() // max(1, int(min(tokens, available_cpus()))))
+
+    @asynccontextmanager
+    async def slot(self) -> Any:
+        """Hold one limiter token (waiting for it is cancellable)."""
+        async with self.limiter:
+            yield
+
+    async def run_in_slot(self, func: Callable[..., T], *args: Any) -> T:
+        """Run ``func(*args)`` in a worker thread; the caller already holds a ``slot()``.
+
+        The thread always runs to completion: cancelling the caller takes effect when
+        the thread returns, and its result is then discarded.
+        """
+        return await anyio.to_thread.run_sync(
+            _call_in_worker,
+            sklearn.get_config(),
+            self.native_threads,
+            func,
+            args,
+            limiter=self._threads,
+        )
+
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
+        """Take a limiter token, then run ``func(*args)`` in a worker thread."""
+        async with self.limiter:
+            return await self.run_in_slot(func, *args)

@@ -1,0 +1,122 @@
+"""Small deterministic estimators for tests: fast, and controllable from a test."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+
+class Gate:
+    """Lets a test hold a worker thread inside an estimator method, then release it.
+
+    Deep copies (``sklearn.base.clone`` makes them) share the same gate.
+    """
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.calls = 0
+        self.threads: set[int] = set()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Gate:
+        return self
+
+    def pass_through(self) -> None:
+        self.calls += 1
+        self.threads.add(threading.get_ident())
+        self.entered.set()
+        if not self.release.wait(timeout=30):
+            msg = "the test never released the gate"
+            raise RuntimeError(msg)
+
+
+class KeywordClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+    """Scores each class by how often its name occurs in the text.
+
+    Raises ``ValueError`` for a text that contains ``fail_on``. Methods named in
+    ``block`` pass through ``gate`` first, so a test can hold them in the worker.
+    """
+
+    def __init__(
+        self, fail_on: str = "BOOM", gate: Gate | None = None, block: Sequence[str] = ()
+    ) -> None:
+        self.fail_on = fail_on
+        self.gate = gate
+        self.block = block
+
+    def _maybe_block(self, method: str) -> None:
+        if self.gate is not None and method in self.block:
+            self.gate.pass_through()
+
+    def fit(self, X: Sequence[str], y: Sequence[Any]) -> KeywordClassifier:
+        self._maybe_block("fit")
+        self.classes_ = np.unique(np.asarray(y))
+        self.fit_thread_ = threading.get_ident()
+        self.n_fits_ = getattr(self, "n_fits_", 0) + 1
+        return self
+
+    def partial_fit(
+        self, X: Sequence[str], y: Sequence[Any], classes: Sequence[Any] | None = None
+    ) -> KeywordClassifier:
+        self._maybe_block("partial_fit")
+        if classes is not None:
+            self.classes_ = np.unique(np.asarray(classes))
+        self.n_updates_ = getattr(self, "n_updates_", 0) + 1
+        return self
+
+    def predict_proba(self, X: Sequence[str]) -> NDArray[np.float64]:
+        self._maybe_block("predict_proba")
+        return self._proba(X)
+
+    def _proba(self, X: Sequence[str]) -> NDArray[np.float64]:
+        for text in X:
+            if self.fail_on and self.fail_on in text:
+                msg = f"cannot score {text!r}"
+                raise ValueError(msg)
+        counts = np.array(
+            [[text.count(str(label)) + 1.0 for label in self.classes_] for text in X],
+            dtype=np.float64,
+        ).reshape(len(X), len(self.classes_))
+        result: NDArray[np.float64] = counts / counts.sum(axis=1, keepdims=True)
+        return result
+
+    def predict(self, X: Sequence[str]) -> NDArray[Any]:
+        self._maybe_block("predict")
+        result: NDArray[Any] = self.classes_[self._proba(X).argmax(axis=1)]
+        return result
+
+
+class DecisionOnlyClassifier(KeywordClassifier):
+    """A keyword classifier with ``decision_function`` but no ``predict_proba``."""
+
+    def decision_function(self, X: Sequence[str]) -> NDArray[np.float64]:
+        self._maybe_block("decision_function")
+        scores = np.log(self._proba(X))
+        if len(self.classes_) == 2:
+            result: NDArray[np.float64] = scores[:, 1] - scores[:, 0]
+            return result
+        return scores
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "predict_proba":
+            raise AttributeError(name)
+        return super().__getattribute__(name)
+
+
+class LabelOnlyClassifier(KeywordClassifier):
+    """A keyword classifier with ``predict`` only: no scores to rank by."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "predict_proba":
+            raise AttributeError(name)
+        return super().__getattribute__(name)
+
+
+LABELS = ["ham", "spam", "eggs"]
+TRAIN_X = ["ham and more ham", "spam spam", "eggs", "ham", "spam", "eggs eggs"]
+TRAIN_Y = ["ham", "spam", "eggs", "ham", "spam", "eggs"]

@@ -1,0 +1,300 @@
+"""AsyncClassifier's public behaviour: fit, swap, predictions, rank, group, errors."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import anyio
+import numpy as np
+import pytest
+import sklearn
+from sklearn.feature_extraction.text import HashingVectorizer
+from sklearn.linear_model import SGDClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.svm import LinearSVC
+
+import asyncclf
+from asyncclf import (
+    AsyncClassifier,
+    InvalidInputError,
+    NotFittedError,
+    UnsupportedEstimatorError,
+)
+
+from .fakes import (
+    LABELS,
+    TRAIN_X,
+    TRAIN_Y,
+    DecisionOnlyClassifier,
+    KeywordClassifier,
+    LabelOnlyClassifier,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+async def fitted(estimator: Any = None, **kwargs: Any) -> AsyncClassifier:
+    clf = AsyncClassifier(KeywordClassifier() if estimator is None else estimator, **kwargs)
+    return await clf.fit(TRAIN_X, TRAIN_Y)
+
+
+async def test_fit_returns_self_and_sets_attributes() -> None:
+    """fit returns the classifier, bumps version to 1 and exposes classes_/estimator_."""
+    template = KeywordClassifier()
+    clf = AsyncClassifier(template)
+    assert clf.version == 0
+    assert await clf.fit(TRAIN_X, TRAIN_Y) is clf
+    assert clf.version == 1
+    assert list(clf.classes_) == sorted(LABELS)
+    assert clf.estimator_ is not template
+    assert not hasattr(template, "classes_"), "the template estimator must stay unfitted"
+
+
+async def test_predictions_match_the_estimator() -> None:
+    """predict, predict_proba and score equal the synchronous estimator's answers."""
+    clf = await fitted()
+    texts = ["spam spam ham", "eggs", "ham ham", "nothing"]
+    sync = clf.estimator_
+    np.testing.assert_array_equal(await clf.predict(texts), sync.predict(texts))
+    np.testing.assert_allclose(await clf.predict_proba(texts), sync.predict_proba(texts))
+    assert await clf.score(texts, ["spam", "eggs", "ham", "ham"]) == pytest.approx(0.75)
+
+
+async def test_predicting_before_fit_raises_not_fitted() -> None:
+    """Every prediction before the first fit raises NotFittedError (also sklearn's)."""
+    clf = AsyncClassifier(KeywordClassifier())
+    for call in (
+        clf.predict(["a"]),
+        clf.predict_proba(["a"]),
+        clf.rank(["a"], "ham"),
+        clf.group(["a"]),
+        clf.classify("a"),
+    ):
+        with pytest.raises(sklearn.exceptions.NotFittedError, match="not fitted"):
+            await call
+    with pytest.raises(NotFittedError):
+        _ = clf.classes_
+    assert not hasattr(clf, "estimator_")
+
+
+async def test_empty_input_returns_empty_results() -> None:
+    """An empty X gives empty results of the right shape, without calling the estimator."""
+    clf = await fitted()
+    assert (await clf.predict([])).shape == (0,)
+    assert (await clf.predict_proba([])).shape == (0, 3)
+    assert await clf.rank([], "ham") == []
+    assert await clf.group([]) == {"eggs": [], "ham": [], "spam": []}
+    assert clf.statistics().batches == 0
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        ("just one text", r"not a single str; wrap one text in a list"),
+        (["ok", None], r"index 1 is None"),
+        (["ok", "fine", 3], r"index 2 is int"),
+        ([math.nan], r"index 0 is NaN"),
+        (["ok", b"bytes"], r"index 1 is bytes, not str \(decode it"),
+        (42, r"iterable of str, not int"),
+    ],
+)
+async def test_bad_texts_raise_clear_errors(bad: Any, match: str) -> None:
+    """Malformed X raises InvalidInputError naming the item; the classifier is unharmed."""
+    clf = await fitted()
+    before = await clf.predict_proba(["ham"])
+    for call in (clf.predict, clf.predict_proba, clf.group):
+        with pytest.raises(InvalidInputError, match=match):
+            await call(bad)
+    with pytest.raises(InvalidInputError, match=match):
+        await clf.fit(bad, ["ham"] * 3)
+    assert clf.version == 1
+    np.testing.assert_array_equal(await clf.predict_proba(["ham"]), before)
+
+
+@pytest.mark.parametrize(
+    ("X", "y", "match"),
+    [
+        (["a", "b"], ["ham"], r"X has 2 texts but y has 1 labels"),
+        ([], [], r"training set is empty"),
+        (["a", "b"], ["ham", "ham"], r"only 1 class \('ham'\)"),
+        (["a", "b"], ["ham", None], r"Label at index 1 is None"),
+        (["a"], "h", r"not a single string"),
+    ],
+)
+async def test_bad_training_sets_raise_and_keep_the_model(X: Any, y: Any, match: str) -> None:
+    """Bad training data raises InvalidInputError; the serving model and version stay."""
+    clf = await fitted()
+    model = clf.estimator_
+    with pytest.raises(InvalidInputError, match=match):
+        await clf.fit(X, y)
+    assert clf.estimator_ is model
+    assert clf.version == 1
+
+
+async def test_invalid_input_error_is_type_and_value_error() -> None:
+    """InvalidInputError can be caught as TypeError or ValueError, like sklearn's."""
+    clf = await fitted()
+    with pytest.raises(TypeError):
+        await clf.predict([None])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="index 0"):
+        await clf.predict([None])  # type: ignore[list-item]
+
+
+async def test_rank_orders_by_label_score_with_stable_ties() -> None:
+    """rank sorts by the label's probability, highest first, ties in input order, top k."""
+    clf = await fitted()
+    texts = ["ham", "spam spam spam", "spam", "eggs", "spam"]
+    ranked = await clf.rank(texts, "spam")
+    assert [r.index for r in ranked] == [1, 2, 4, 0, 3]
+    assert [r.text for r in ranked] == [texts[r.index] for r in ranked]
+    proba = clf.estimator_.predict_proba(texts)[:, list(clf.classes_).index("spam")]
+    assert [r.score for r in ranked] == pytest.approx(sorted(proba, reverse=True))
+    assert [r.index for r in await clf.rank(texts, "spam", k=2)] == [1, 2]
+    assert await clf.rank(texts, "spam", k=0) == []
+
+
+async def test_rank_rejects_unknown_labels_and_bad_k() -> None:
+    """An unknown label or a negative k raises InvalidInputError listing the fix."""
+    clf = await fitted()
+    with pytest.raises(InvalidInputError, match=r"Unknown label 'bacon'.*'eggs', 'ham', 'spam'"):
+        await clf.rank(["x"], "bacon")
+    with pytest.raises(InvalidInputError, match="k must be None or an int >= 0"):
+        await clf.rank(["x"], "ham", k=-1)
+
+
+async def test_group_puts_each_text_under_its_prediction() -> None:
+    """group lists each text once, under its predicted label, most confident first."""
+    clf = await fitted()
+    texts = ["ham", "spam spam", "eggs", "spam", "ham ham ham"]
+    groups = await clf.group(texts)
+    assert list(groups) == ["eggs", "ham", "spam"]
+    assert [r.index for r in groups["ham"]] == [4, 0]
+    assert [r.index for r in groups["spam"]] == [1, 3]
+    predicted = clf.estimator_.predict(texts)
+    for label, members in groups.items():
+        assert all(predicted[r.index] == label for r in members)
+    limited = await clf.group(texts, k=1)
+    assert [len(v) for v in limited.values()] == [1, 1, 1]
+
+
+async def test_decision_function_estimators_rank_by_decision_values() -> None:
+    """Without predict_proba, rank and classify use decision_function; binary works too."""
+    clf = await fitted(DecisionOnlyClassifier())
+    with pytest.raises(UnsupportedEstimatorError, match="no predict_proba"):
+        await clf.predict_proba(["ham"])
+    ranked = await clf.rank(["ham", "eggs eggs", "eggs"], "eggs")
+    assert [r.index for r in ranked] == [1, 2, 0]
+    binary = AsyncClassifier(DecisionOnlyClassifier())
+    await binary.fit(["ham", "spam"], ["ham", "spam"])
+    assert (await binary.decision_function(["spam", "ham"])).shape == (2,)
+    prediction = await binary.classify("ham ham")
+    assert prediction.label == "ham"
+    assert [r.index for r in await binary.rank(["ham", "spam spam"], "ham")] == [0, 1]
+
+
+async def test_estimators_without_scores_cannot_rank() -> None:
+    """rank, group and classify need scores: UnsupportedEstimatorError otherwise."""
+    clf = await fitted(LabelOnlyClassifier())
+    assert list(await clf.predict(["spam"])) == ["spam"]
+    with pytest.raises(UnsupportedEstimatorError, match="predict_proba or decision_function"):
+        await clf.rank(["spam"], "spam")
+    with pytest.raises(UnsupportedEstimatorError):
+        await clf.group(["spam"])
+    with pytest.raises(UnsupportedEstimatorError):
+        await clf.classify("spam")
+
+
+async def test_partial_fit_on_a_hashing_pipeline() -> None:
+    """partial_fit trains a stateless pipeline incrementally, bumping version each time."""
+    pipeline = make_pipeline(
+        HashingVectorizer(n_features=2**12), SGDClassifier(loss="log_loss", random_state=0)
+    )
+    clf = AsyncClassifier(pipeline)
+    with pytest.raises(InvalidInputError, match="first partial_fit needs classes"):
+        await clf.partial_fit(["ham"], ["ham"])
+    await clf.partial_fit(TRAIN_X, TRAIN_Y, classes=LABELS)
+    first = clf.estimator_
+    await clf.partial_fit(["spam spam"], ["spam"])
+    assert clf.version == 2
+    assert clf.estimator_ is not first, "partial_fit must swap in a copy"
+    assert list(clf.classes_) == sorted(LABELS)
+    assert len(await clf.predict(["ham"])) == 1
+
+
+async def test_partial_fit_unsupported_estimators() -> None:
+    """The default TF-IDF pipeline cannot partial_fit before fit; a clear error says why."""
+    with pytest.raises(UnsupportedEstimatorError, match="no partial_fit"):
+        await AsyncClassifier(LinearSVC()).partial_fit(["a"], ["b"])
+    clf = AsyncClassifier(make_pipeline(asyncclf.default_estimator()[0], SGDClassifier()))
+    with pytest.raises(UnsupportedEstimatorError, match="step 'tfidfvectorizer' is not"):
+        await clf.partial_fit(["a", "b"], ["x", "y"], classes=["x", "y"])
+    assert clf.version == 0
+    await clf.fit(["a ham", "b spam"], ["ham", "spam"])
+    await clf.partial_fit(["a ham"], ["ham"])
+    assert clf.version == 2
+
+
+async def test_get_and_set_params_follow_sklearn() -> None:
+    """get_params/set_params round-trip, reach into the estimator, and validate."""
+    clf = AsyncClassifier(KeywordClassifier(), max_batch_size=8)
+    params = clf.get_params()
+    assert params["max_batch_size"] == 8
+    assert params["estimator__fail_on"] == "BOOM"
+    assert set(clf.get_params(deep=False)) == {
+        "estimator",
+        "limiter",
+        "max_batch_size",
+        "max_latency",
+        "max_queue",
+        "overload",
+    }
+    clf.set_params(max_latency=0.0, estimator__fail_on="NOPE")
+    assert clf.max_latency == 0.0
+    assert clf.estimator.fail_on == "NOPE"
+    with pytest.raises(ValueError, match="Invalid parameter 'bogus'"):
+        clf.set_params(bogus=1)
+    with pytest.raises(ValueError, match="max_batch_size must be an int >= 1"):
+        clf.set_params(max_batch_size=0)
+    assert clf.max_batch_size == 8, "a rejected set_params must not change anything"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_batch_size": 0}, "max_batch_size"),
+        ({"max_latency": -1}, "max_latency"),
+        ({"max_latency": math.inf}, "max_latency"),
+        ({"max_queue": 4, "max_batch_size": 8}, "max_queue"),
+        ({"overload": "drop"}, "overload"),
+    ],
+)
+def test_constructor_rejects_bad_settings(kwargs: dict[str, Any], match: str) -> None:
+    """Bad batching settings fail at construction with a ValueError naming the setting."""
+    with pytest.raises(ValueError, match=match):
+        AsyncClassifier(**kwargs)
+
+
+async def test_default_estimator_learns_text() -> None:
+    """With estimator=None the default TF-IDF pipeline trains and predicts real labels."""
+    clf = AsyncClassifier()
+    texts = ["free prize call now", "see you at lunch", "win cash now", "lunch at noon?"]
+    await clf.fit(texts * 3, ["spam", "ham", "spam", "ham"] * 3)
+    assert list(await clf.predict(["win a free prize", "lunch today?"])) == ["spam", "ham"]
+    proba = await clf.predict_proba(["win a free prize"])
+    assert proba.sum() == pytest.approx(1.0)
+
+
+async def test_classifier_works_across_event_loop_runs(anyio_backend: str) -> None:
+    """One classifier serves from several successive event loops (e.g. asyncio.run calls)."""
+    clf = AsyncClassifier(KeywordClassifier())
+
+    async def fit() -> None:
+        await clf.fit(TRAIN_X, TRAIN_Y)
+
+    async def predict() -> list[Any]:
+        return list(await clf.predict(["spam spam"]))
+
+    await anyio.to_thread.run_sync(lambda: anyio.run(fit, backend=anyio_backend))
+    result = await anyio.to_thread.run_sync(lambda: anyio.run(predict, backend=anyio_backend))
+    assert result == ["spam"]
