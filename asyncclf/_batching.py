@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio
+import anyio.lowlevel
 import numpy as np
 
 from ._errors import AsyncClfError, OverloadedError
@@ -295,6 +296,9 @@ class Batcher:
                 if batch:
                     with anyio.CancelScope(shield=True):
                         await self._run(lane.key, batch)
+            # A leader cancelled while its batch ran has delivered everybody's results;
+            # now it takes its own cancellation.
+            await anyio.lowlevel.checkpoint_if_cancelled()
         finally:
             lane.full = None
             if lane.leading:

@@ -129,9 +129,23 @@ def _final_step(estimator: Any) -> Any:
     return estimator[-1] if isinstance(estimator, Pipeline) else estimator
 
 
-def _config_key() -> tuple[tuple[str, str], ...]:
-    # Calls share a batch only under the same scikit-learn configuration.
-    return tuple((name, repr(value)) for name, value in sorted(sklearn.get_config().items()))
+class _Config(tuple[tuple[str, Any], ...]):
+    """The caller's scikit-learn configuration, hashable, part of every batch key.
+
+    scikit-learn's configuration is thread-local, and an event loop runs every task on
+    one thread: the config is read when a call starts and that exact config is applied
+    in the worker, so calls share a batch only when their configs are equal.
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    def current(cls) -> _Config:
+        return cls(sorted(sklearn.get_config().items()))
+
+
+def _key(kind: str) -> tuple[str, _Config]:
+    return kind, _Config.current()
 
 
 def _check_k(k: int | None) -> None:
@@ -356,10 +370,15 @@ class AsyncClassifier:
 
     def _prepare(self, key: Hashable) -> tuple[Any, _Model]:
         model = self._require_model()
-        kind = key[0]  # type: ignore[index]
+        kind, config = key  # type: ignore[misc]
         compute = _COMPUTE[kind]
         estimator = model.estimator
-        return (lambda texts: compute(estimator, texts)), model
+
+        def run(texts: list[str]) -> Any:
+            with sklearn.config_context(**dict(config)):
+                return compute(estimator, texts)
+
+        return run, model
 
     def _require(self, model: _Model, method: str) -> None:
         if method == "scores":
@@ -374,7 +393,7 @@ class AsyncClassifier:
         raise UnsupportedEstimatorError(msg)
 
     async def _rows(self, kind: str, texts: list[str]) -> Outcome:
-        return await self._batcher.submit((kind, _config_key()), texts)
+        return await self._batcher.submit(_key(kind), texts)
 
     async def predict(self, X: Iterable[str]) -> NDArray[Any]:
         """Predict a label for each text.
@@ -515,7 +534,7 @@ class AsyncClassifier:
 
         async with _streams.open_stream(
             self._batcher,
-            ("scores", _config_key()),
+            _key("scores"),
             source,
             _prediction,
             on_error=on_error,
@@ -545,7 +564,7 @@ class AsyncClassifier:
 
         async with _streams.open_stream(
             self._batcher,
-            ("scores", _config_key()),
+            _key("scores"),
             source,
             scored,
             max_in_flight=2 * self.max_batch_size,

@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import sklearn
 from threadpoolctl import ThreadpoolController
@@ -111,7 +112,7 @@ class ThreadExecutor:
         The thread always runs to completion: cancelling the caller takes effect when
         the thread returns, and its result is then discarded.
         """
-        return await anyio.to_thread.run_sync(
+        result = await anyio.to_thread.run_sync(
             _call_in_worker,
             sklearn.get_config(),
             self.native_threads,
@@ -119,6 +120,10 @@ class ThreadExecutor:
             args,
             limiter=self._threads,
         )
+        # anyio delivers a cancellation that arrived while the thread ran only at the
+        # next checkpoint; take it here, so no caller acts on a cancelled result.
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        return result
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         """Take a limiter token, then run ``func(*args)`` in a worker thread."""

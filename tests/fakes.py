@@ -120,3 +120,48 @@ class LabelOnlyClassifier(KeywordClassifier):
 LABELS = ["ham", "spam", "eggs"]
 TRAIN_X = ["ham and more ham", "spam spam", "eggs", "ham", "spam", "eggs eggs"]
 TRAIN_Y = ["ham", "spam", "eggs", "ham", "spam", "eggs"]
+
+
+class RecordingClassifier(KeywordClassifier):
+    """A keyword classifier that records each ``predict_proba`` batch and its context."""
+
+    def __init__(
+        self,
+        fail_on: str = "BOOM",
+        gate: Gate | None = None,
+        block: Sequence[str] = (),
+        log: CallLog | None = None,
+    ) -> None:
+        super().__init__(fail_on=fail_on, gate=gate, block=block)
+        self.log = log
+
+    def predict_proba(self, X: Sequence[str]) -> NDArray[np.float64]:
+        if self.log is not None:
+            self.log.record(list(X))
+        return super().predict_proba(X)
+
+
+class CallLog:
+    """What a RecordingClassifier saw: batches, threads, sklearn config, BLAS threads."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.threads: set[int] = set()
+        self.assume_finite: list[bool] = []
+        self.native_threads: list[int] = []
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> CallLog:
+        return self
+
+    def record(self, texts: list[str]) -> None:
+        import sklearn
+        from threadpoolctl import threadpool_info
+
+        self.batches.append(texts)
+        self.threads.add(threading.get_ident())
+        self.assume_finite.append(bool(sklearn.get_config()["assume_finite"]))
+        self.native_threads.extend(int(pool["num_threads"]) for pool in threadpool_info())
+
+    @property
+    def seen(self) -> list[str]:
+        return [text for batch in self.batches for text in batch]

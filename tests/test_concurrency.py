@@ -1,0 +1,248 @@
+"""The concurrency contract of docs/concurrency.md, one test per promise."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import numpy as np
+import pytest
+import sklearn
+from anyio.lowlevel import checkpoint
+from anyio import wait_all_tasks_blocked
+
+from asyncclf import AsyncClassifier
+
+from .fakes import TRAIN_X, TRAIN_Y, CallLog, Gate, KeywordClassifier, RecordingClassifier
+
+pytestmark = pytest.mark.anyio
+
+
+class BrokenFit(KeywordClassifier):
+    """Fails every fit."""
+
+    def fit(self, X: Any, y: Any) -> BrokenFit:
+        msg = "the fit blew up"
+        raise RuntimeError(msg)
+
+
+async def wait_entered(gate: Gate) -> None:
+    """Wait (off the loop) until a worker thread is held in the gate."""
+    assert await anyio.to_thread.run_sync(gate.entered.wait, 10)
+
+
+def tokens(clf: AsyncClassifier) -> int:
+    borrowed: int = clf.limiter_.statistics().borrowed_tokens
+    return borrowed
+
+
+async def test_estimator_code_runs_in_worker_threads() -> None:
+    """fit and predictions run in worker threads, never on the event loop's thread."""
+    log = CallLog()
+    clf = AsyncClassifier(RecordingClassifier(log=log))
+    await clf.fit(TRAIN_X, TRAIN_Y)
+    await clf.predict_proba(["spam"])
+    loop_thread = threading.get_ident()
+    assert clf.estimator_.fit_thread_ != loop_thread
+    assert log.threads and loop_thread not in log.threads
+
+
+async def test_work_holds_the_classifiers_own_limiter() -> None:
+    """A running call holds a token of the classifier's limiter, not anyio's default one."""
+    gate = Gate()
+    clf = AsyncClassifier(KeywordClassifier(gate=gate, block=["predict_proba"]))
+    await clf.fit(TRAIN_X, TRAIN_Y)
+    default = anyio.to_thread.current_default_thread_limiter()
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(clf.predict_proba, ["spam"])
+        await wait_entered(gate)
+        assert tokens(clf) == 1
+        # wait_entered itself borrows one default token; the classifier's call does not.
+        assert default.statistics().borrowed_tokens == 0
+        gate.release.set()
+    assert tokens(clf) == 0
+    assert clf.limiter_.total_tokens >= 2
+
+
+async def test_shared_limiter_bounds_several_classifiers() -> None:
+    """Classifiers given one limiter share its tokens."""
+    limiter = anyio.CapacityLimiter(3)
+    first = AsyncClassifier(KeywordClassifier(), limiter=limiter)
+    second = AsyncClassifier(KeywordClassifier(), limiter=limiter)
+    assert first.limiter_ is second.limiter_ is limiter
+
+
+async def test_predictions_during_a_fit_use_the_old_model_and_do_not_wait() -> None:
+    """While a refit is held in its thread, predictions complete with the old model."""
+    gate = Gate()
+    clf = AsyncClassifier(KeywordClassifier(gate=gate, block=["fit"]))
+    gate.release.set()
+    await clf.fit(TRAIN_X, TRAIN_Y)
+    old = clf.estimator_
+    gate.release.clear()
+    gate.entered.clear()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.fit, ["ham", "eggs"], ["ham", "eggs"])
+            await wait_entered(gate)
+            prediction = await clf.classify("spam spam")
+            assert (prediction.label, prediction.version) == ("spam", 1)
+            assert clf.estimator_ is old
+            gate.release.set()
+    assert clf.version == 2
+    assert list(clf.classes_) == ["eggs", "ham"]
+    assert (await clf.classify("eggs")).version == 2
+
+
+async def test_failed_fit_keeps_the_serving_model() -> None:
+    """A fit that raises leaves estimator_, classes_ and version unchanged."""
+    clf = AsyncClassifier(KeywordClassifier())
+    await clf.fit(TRAIN_X, TRAIN_Y)
+    old = clf.estimator_
+    clf.set_params(estimator=BrokenFit())
+    with pytest.raises(RuntimeError, match="the fit blew up"):
+        await clf.fit(TRAIN_X, TRAIN_Y)
+    assert clf.estimator_ is old
+    assert clf.version == 1
+    assert tokens(clf) == 0
+
+
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+async def test_cancelled_fit_keeps_the_serving_model(method: str) -> None:
+    """Cancelling a fit mid-run discards the result, leaks no token, and fit still works."""
+    gate = Gate()
+    clf = AsyncClassifier(KeywordClassifier(gate=gate, block=[method]))
+    gate.release.set()
+    await clf.fit(TRAIN_X, TRAIN_Y)
+    old = clf.estimator_
+    gate.release.clear()
+    gate.entered.clear()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            call = getattr(clf, method)
+            tasks.start_soon(call, ["ham", "eggs"], ["ham", "eggs"])
+            await wait_entered(gate)
+            tasks.cancel_scope.cancel()
+            # The worker cannot be interrupted: the cancellation lands once it returns.
+            gate.release.set()
+    assert clf.estimator_ is old
+    assert clf.version == 1
+    assert tokens(clf) == 0
+    await call(TRAIN_X, TRAIN_Y)
+    assert clf.version == 2
+
+
+async def test_concurrent_fits_run_one_at_a_time() -> None:
+    """A second fit does not enter the estimator until the first has finished."""
+    gate = Gate()
+    clf = AsyncClassifier(KeywordClassifier(gate=gate, block=["fit"]))
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.fit, TRAIN_X, TRAIN_Y)
+            await wait_entered(gate)
+            tasks.start_soon(clf.fit, ["ham", "eggs"], ["ham", "eggs"])
+            await wait_all_tasks_blocked()
+            assert gate.calls == 1
+            gate.release.set()
+    assert gate.calls == 2
+    assert clf.version == 2
+
+
+async def test_partial_fit_never_mutates_the_serving_estimator() -> None:
+    """partial_fit updates a copy; the estimator predictions read is never touched."""
+    clf = AsyncClassifier(KeywordClassifier())
+    await clf.partial_fit(TRAIN_X, TRAIN_Y, classes=["eggs", "ham", "spam"])
+    serving = clf.estimator_
+    assert serving.n_updates_ == 1
+    await clf.partial_fit(["ham"], ["ham"])
+    assert serving.n_updates_ == 1
+    assert clf.estimator_.n_updates_ == 2
+
+
+async def test_cancelled_prediction_leaks_nothing() -> None:
+    """A prediction cancelled mid-run loses its result only; no token leaks."""
+    gate = Gate()
+    clf = AsyncClassifier(KeywordClassifier(gate=gate, block=["predict_proba"]))
+    await clf.fit(TRAIN_X, TRAIN_Y)
+    with anyio.fail_after(10):
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(clf.predict_proba, ["spam"])
+                await wait_entered(gate)
+                scope.cancel()
+                gate.release.set()
+        assert scope.cancelled_caught
+    assert tokens(clf) == 0
+    assert clf.statistics().queue_depth == 0
+    np.testing.assert_allclose(
+        await clf.predict_proba(["spam"]), clf.estimator_.predict_proba(["spam"])
+    )
+
+
+async def test_sklearn_config_follows_the_caller_into_the_worker() -> None:
+    """A sklearn.config_context active in the caller applies inside the worker thread."""
+    log = CallLog()
+    clf = AsyncClassifier(RecordingClassifier(log=log))
+    await clf.fit(TRAIN_X, TRAIN_Y)
+    await clf.predict_proba(["ham"])
+    with sklearn.config_context(assume_finite=True):
+        await clf.predict_proba(["ham"])
+    assert log.assume_finite == [False, True]
+
+
+async def test_calls_under_different_sklearn_configs_never_share_a_batch() -> None:
+    """Each batch runs under the config its callers had when they called, never mixed."""
+    gate = Gate()
+    log = CallLog()
+    clf = AsyncClassifier(RecordingClassifier(log=log, gate=gate, block=["predict_proba"]))
+    await clf.fit(TRAIN_X, TRAIN_Y)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "plain 0")
+            await wait_entered(gate)
+            for i in range(1, 4):
+                tasks.start_soon(clf.classify, f"plain {i}")
+            await wait_all_tasks_blocked()
+            # sklearn's config is thread-local, so it applies to whatever task runs
+            # while it is set: only the "finite" tasks start inside it.
+            with sklearn.config_context(assume_finite=True):
+                for i in range(4):
+                    tasks.start_soon(clf.classify, f"finite {i}")
+                await wait_all_tasks_blocked()
+            gate.release.set()
+    assert sorted(log.seen) == sorted(
+        [f"plain {i}" for i in range(4)] + [f"finite {i}" for i in range(4)]
+    )
+    for batch, finite_config in zip(log.batches, log.assume_finite):
+        assert {text.split()[0] for text in batch} == {"finite" if finite_config else "plain"}
+    assert True in log.assume_finite
+
+
+async def test_native_thread_pools_are_capped_in_workers() -> None:
+    """BLAS/OpenMP pools seen inside a worker never exceed cores / limiter tokens."""
+    log = CallLog()
+    clf = AsyncClassifier(RecordingClassifier(log=log))
+    await clf.fit(TRAIN_X, TRAIN_Y)
+    await clf.predict_proba(["ham"])
+    cap = clf._executor.native_threads
+    assert log.native_threads, "threadpoolctl found no native thread pool to check"
+    assert max(log.native_threads) <= cap
+
+
+async def test_event_loop_stays_responsive_during_a_fit() -> None:
+    """The loop keeps running other tasks while a fit is held in its worker thread."""
+    gate = Gate()
+    clf = AsyncClassifier(KeywordClassifier(gate=gate, block=["fit"]))
+    ticks = 0
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.fit, TRAIN_X, TRAIN_Y)
+            await wait_entered(gate)
+            for _ in range(100):
+                await checkpoint()
+                ticks += 1
+            gate.release.set()
+    assert ticks == 100
+    assert clf.version == 1
