@@ -370,6 +370,8 @@ class AsyncClassifier:
 
     def _prepare(self, key: Hashable) -> tuple[Any, _Model]:
         model = self._require_model()
+        kind: str
+        config: _Config
         kind, config = key  # type: ignore[misc]
         compute = _COMPUTE[kind]
         estimator = model.estimator

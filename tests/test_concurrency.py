@@ -10,8 +10,8 @@ import anyio.to_thread
 import numpy as np
 import pytest
 import sklearn
-from anyio.lowlevel import checkpoint
 from anyio import wait_all_tasks_blocked
+from anyio.lowlevel import checkpoint
 
 from asyncclf import AsyncClassifier
 
@@ -46,7 +46,8 @@ async def test_estimator_code_runs_in_worker_threads() -> None:
     await clf.predict_proba(["spam"])
     loop_thread = threading.get_ident()
     assert clf.estimator_.fit_thread_ != loop_thread
-    assert log.threads and loop_thread not in log.threads
+    assert log.threads
+    assert loop_thread not in log.threads
 
 
 async def test_work_holds_the_classifiers_own_limiter() -> None:
@@ -215,7 +216,7 @@ async def test_calls_under_different_sklearn_configs_never_share_a_batch() -> No
     assert sorted(log.seen) == sorted(
         [f"plain {i}" for i in range(4)] + [f"finite {i}" for i in range(4)]
     )
-    for batch, finite_config in zip(log.batches, log.assume_finite):
+    for batch, finite_config in zip(log.batches, log.assume_finite, strict=True):
         assert {text.split()[0] for text in batch} == {"finite" if finite_config else "plain"}
     assert True in log.assume_finite
 
