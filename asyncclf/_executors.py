@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -39,35 +40,63 @@ def available_cpus() -> int:
 
 
 class _NativeThreadCap:
-    """Reference-counted cap on BLAS/OpenMP threads while asyncclf work runs.
+    """Cap BLAS and OpenMP threads while asyncclf work runs.
 
-    BLAS thread pools are process-wide, so limits set and restored independently by
-    overlapping worker calls would race (one call restoring the original while another
-    still runs). Here the first active call sets the cap and the last one restores it.
+    OpenMP's thread count is per thread, so each worker call sets and restores its own.
+    BLAS pools (OpenBLAS, MKL, BLIS) are process-wide, so limits set and restored
+    independently by overlapping calls would race (one call restoring the original
+    while another still runs): there the first active call sets the cap and the last
+    one restores it. Each library is set on its own: threadpoolctl's ``limit()`` object
+    restores every library at once, which undoes the other kind's setting.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._active = 0
-        self._controller: ThreadpoolController | None = None
-        self._limiter: Any = None
+        self._libraries: list[Any] = []
+        self._modules = -1
+        self._saved_blas: list[tuple[Any, int]] = []
+
+    def _refresh(self) -> None:
+        # Finding the loaded libraries takes milliseconds, so it is redone only when
+        # modules were imported since (a new native library may have come with them).
+        if self._modules != len(sys.modules):
+            self._libraries = ThreadpoolController().lib_controllers
+            self._modules = len(sys.modules)
+
+    @staticmethod
+    def _cap(libraries: list[Any], threads: int) -> list[tuple[Any, int]]:
+        saved = [(library, library.get_num_threads()) for library in libraries]
+        for library, current in saved:
+            if current is not None and current > threads:
+                library.set_num_threads(threads)
+        return saved
+
+    @staticmethod
+    def _restore(saved: list[tuple[Any, int]]) -> None:
+        for library, original in saved:
+            if original is not None:
+                library.set_num_threads(original)
 
     @contextmanager
     def __call__(self, threads: int) -> Iterator[None]:
         with self._lock:
             if self._active == 0:
-                if self._controller is None:
-                    self._controller = ThreadpoolController()
-                self._limiter = self._controller.limit(limits=threads)
+                self._refresh()
+                blas = [lib for lib in self._libraries if lib.user_api == "blas"]
+                self._saved_blas = self._cap(blas, threads)
             self._active += 1
+            openmp = [lib for lib in self._libraries if lib.user_api == "openmp"]
+        saved_openmp = self._cap(openmp, threads)
         try:
             yield
         finally:
+            self._restore(saved_openmp)
             with self._lock:
                 self._active -= 1
                 if self._active == 0:
-                    self._limiter.restore_original_limits()
-                    self._limiter = None
+                    self._restore(self._saved_blas)
+                    self._saved_blas = []
 
 
 _native_thread_cap = _NativeThreadCap()

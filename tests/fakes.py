@@ -142,7 +142,7 @@ class RecordingClassifier(KeywordClassifier):
 
 
 class CallLog:
-    """What a RecordingClassifier saw: batches, threads, sklearn config, BLAS threads."""
+    """What a RecordingClassifier saw: batches, threads, sklearn config, OpenMP threads."""
 
     def __init__(self) -> None:
         self.batches: list[list[str]] = []
@@ -160,7 +160,9 @@ class CallLog:
         self.batches.append(texts)
         self.threads.add(threading.get_ident())
         self.assume_finite.append(bool(sklearn.get_config()["assume_finite"]))
-        self.native_threads.extend(int(pool["num_threads"]) for pool in threadpool_info())
+        self.native_threads.extend(
+            int(pool["num_threads"]) for pool in threadpool_info() if pool["user_api"] == "openmp"
+        )
 
     @property
     def seen(self) -> list[str]:

@@ -222,13 +222,18 @@ async def test_calls_under_different_sklearn_configs_never_share_a_batch() -> No
 
 
 async def test_native_thread_pools_are_capped_in_workers() -> None:
-    """BLAS/OpenMP pools seen inside a worker never exceed cores / limiter tokens."""
+    """OpenMP pools seen inside a worker never exceed cores / limiter tokens.
+
+    BLAS pools are capped too, best effort: OpenBLAS 0.3.30 was seen ignoring
+    ``openblas_set_num_threads`` from a new thread while an older one lived (see
+    docs/concurrency.md), so only OpenMP, whose setting is per thread, is asserted.
+    """
     log = CallLog()
     clf = AsyncClassifier(RecordingClassifier(log=log))
     await clf.fit(TRAIN_X, TRAIN_Y)
     await clf.predict_proba(["ham"])
     cap = clf._executor.native_threads
-    assert log.native_threads, "threadpoolctl found no native thread pool to check"
+    assert log.native_threads, "threadpoolctl found no OpenMP pool (scikit-learn ships one)"
     assert max(log.native_threads) <= cap
 
 
