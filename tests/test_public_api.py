@@ -1,0 +1,44 @@
+"""Pin the public names, so any change to them is deliberate."""
+
+from __future__ import annotations
+
+import sklearn.exceptions
+
+import asyncclf
+
+
+def test_exported_names() -> None:
+    """asyncclf exports exactly these names, sorted."""
+    assert asyncclf.__all__ == [
+        "AsyncClassifier",
+        "AsyncClfError",
+        "BatchStatistics",
+        "InvalidInputError",
+        "NotFittedError",
+        "OverloadedError",
+        "Prediction",
+        "Ranked",
+        "UnsupportedEstimatorError",
+        "__version__",
+        "default_estimator",
+    ]
+    for name in asyncclf.__all__:
+        assert hasattr(asyncclf, name)
+
+
+def test_exception_tree() -> None:
+    """Errors derive from AsyncClfError and the standard classes callers expect."""
+    assert issubclass(asyncclf.NotFittedError, sklearn.exceptions.NotFittedError)
+    assert issubclass(asyncclf.InvalidInputError, TypeError)
+    assert issubclass(asyncclf.InvalidInputError, ValueError)
+    assert issubclass(asyncclf.UnsupportedEstimatorError, TypeError)
+    for name in ("NotFittedError", "InvalidInputError", "UnsupportedEstimatorError"):
+        assert issubclass(getattr(asyncclf, name), asyncclf.AsyncClfError)
+    assert issubclass(asyncclf.OverloadedError, asyncclf.AsyncClfError)
+
+
+def test_version_comes_from_package_metadata() -> None:
+    """__version__ is the installed distribution's version."""
+    from importlib.metadata import version
+
+    assert asyncclf.__version__ == version("asyncclf")
