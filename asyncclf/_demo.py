@@ -21,7 +21,7 @@ def load_sms_spam() -> tuple[list[str], list[str]]:
 
     See ``asyncclf/data/LICENSE-sms_spam.md`` for its authors, source and licence.
     """
-    raw = files("asyncclf").joinpath("data", "sms_spam.jsonl.gz").read_bytes()
+    raw = files("asyncclf").joinpath("data/sms_spam.jsonl.gz").read_bytes()
     rows = [json.loads(line) for line in gzip.decompress(raw).decode("utf-8").splitlines()]
     return [row["text"] for row in rows], [row["label"] for row in rows]
 

@@ -91,7 +91,7 @@ async def test_batches_respect_max_batch_size_and_large_calls_are_split() -> Non
 
 async def test_one_bad_text_fails_only_its_caller() -> None:
     """The estimator's exception reaches only the caller whose text caused it."""
-    clf, log, gate = await recording()
+    clf, _, gate = await recording()
     await hold(gate)
     outcomes: dict[int, Any] = {}
     texts = [f"ham {i}" for i in range(20)]

@@ -21,9 +21,9 @@ def test_rank_is_non_increasing_stable_and_complete(scores: list[float], k: int 
     assert len(ranked) == (len(texts) if k is None else min(k, len(texts)))
     keys = [-np.inf if np.isnan(r.score) else r.score for r in ranked]
     assert keys == sorted(keys, reverse=True)
-    for a, b in zip(ranked, ranked[1:], strict=False):
-        if keys[ranked.index(a)] == keys[ranked.index(b)]:
-            assert a.index < b.index
+    for i in range(len(ranked) - 1):
+        if keys[i] == keys[i + 1]:
+            assert ranked[i].index < ranked[i + 1].index
     assert all(texts[r.index] == r.text for r in ranked)
 
 
