@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Hashable, Iterable
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any, Generic, Literal, TypeVar
 
 import anyio
@@ -119,10 +119,10 @@ async def open_stream(
     )
 
     async def read(send: MemoryObjectSendStream[_Queued]) -> None:
-        async with send:
+        async with send, aclosing(_iterate(source)) as items:
             index = 0
             try:
-                async for item in _iterate(source):
+                async for item in items:
                     try:
                         text = check_text(item, index)
                     except InvalidInputError as exc:
@@ -149,13 +149,20 @@ async def open_stream(
                 await send.send((index, text, outcome, error))
 
     fail_or_raise = fail if on_error == "yield" else None
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(read, queued_send)
-        tasks.start_soon(drive, queued_receive, done_send)
-        try:
-            async with done_receive:
+    raised: BaseException | None = None
+    with done_receive:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(read, queued_send)
+            tasks.start_soon(drive, queued_receive, done_send)
+            try:
                 yield _Results(done_receive, convert, fail_or_raise)
-        finally:
-            tasks.cancel_scope.cancel()
-            while pending:
-                batcher.withdraw(pending.popleft())
+            except BaseException as exc:
+                # Re-raised below, outside the task group, so that the caller gets its
+                # own exception rather than one wrapped in an exception group.
+                raised = exc
+            finally:
+                tasks.cancel_scope.cancel()
+                while pending:
+                    batcher.withdraw(pending.popleft())
+    if raised is not None:
+        raise raised

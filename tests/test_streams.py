@@ -1,0 +1,166 @@
+"""Ordered, bounded streams: one prediction per input, backpressure, errors, early exit."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+import pytest
+from anyio import wait_all_tasks_blocked
+from hypothesis import given
+from hypothesis import strategies as st
+
+from asyncclf import AsyncClassifier, InvalidInputError, Prediction
+
+from .fakes import TRAIN_X, TRAIN_Y, RecordingClassifier
+
+pytestmark = pytest.mark.anyio
+
+
+async def fitted(**kwargs: Any) -> AsyncClassifier:
+    return await AsyncClassifier(RecordingClassifier(), **kwargs).fit(TRAIN_X, TRAIN_Y)
+
+
+class Source:
+    """A sync or async source that counts how many items were pulled from it."""
+
+    def __init__(self, texts: list[str], fail_after: int | None = None) -> None:
+        self.texts = texts
+        self.pulled = 0
+        self.fail_after = fail_after
+
+    def _next(self) -> str:
+        if self.fail_after is not None and self.pulled == self.fail_after:
+            msg = "the source broke"
+            raise OSError(msg)
+        if self.pulled == len(self.texts):
+            raise IndexError
+        self.pulled += 1
+        return self.texts[self.pulled - 1]
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            try:
+                yield self._next()
+            except IndexError:
+                return
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        for text in self:
+            await anyio.lowlevel.checkpoint()
+            yield text
+
+
+@given(st.lists(st.sampled_from(["ham", "spam spam", "eggs", "ham eggs", ""]), max_size=60))
+async def test_stream_yields_one_prediction_per_input_in_order(texts: list[str]) -> None:
+    """Sync and async sources give one Prediction per text, in order, index from 0."""
+    clf = await fitted(max_batch_size=4)
+    for source in (texts, Source(texts).__aiter__()):
+        async with clf.stream(source, max_in_flight=5) as results:
+            got = [p async for p in results]
+        assert [p.index for p in got] == list(range(len(texts)))
+        assert [p.text for p in got] == texts
+        for p in got:
+            row = clf.estimator_.predict_proba([p.text])[0]
+            assert (p.label, p.score, p.version) == (clf.classes_[row.argmax()], row.max(), 1)
+
+
+async def test_slow_consumer_slows_the_source() -> None:
+    """The stream reads at most max_in_flight (plus the one in hand) beyond the consumer."""
+    clf = await fitted(max_batch_size=4)
+    source = Source([f"spam {i}" for i in range(1000)])
+    texts = source.__aiter__()
+    async with clf.stream(texts, max_in_flight=10) as results:
+        consumed = 0
+        async for _ in results:
+            consumed += 1
+            if consumed % 10 == 0:
+                await wait_all_tasks_blocked()
+                assert source.pulled <= consumed + 10 + 1
+            if consumed == 50:
+                break
+    await texts.aclose()
+    pulled = source.pulled
+    assert clf.statistics().queue_depth == 0
+    assert clf.limiter_.statistics().borrowed_tokens == 0
+    await wait_all_tasks_blocked()
+    assert source.pulled == pulled, "the source was read after the stream closed"
+
+
+async def test_source_error_reaches_the_consumer_after_earlier_items() -> None:
+    """An exception from the source is raised in its turn, after the items before it."""
+    clf = await fitted()
+    got: list[Prediction] = []
+    with pytest.raises(OSError, match="the source broke"):
+        async with clf.stream(Source(["ham"] * 5, fail_after=3)) as results:
+            async for p in results:
+                got.append(p)
+    assert [p.index for p in got] == [0, 1, 2]
+
+
+async def test_bad_items_raise_or_are_yielded() -> None:
+    """on_error='raise' stops at a bad item; 'yield' gives a Prediction holding the error."""
+    clf = await fitted()
+    texts: list[Any] = ["ham", None, "a BOOM", "spam"]
+    got: list[Prediction] = []
+    with pytest.raises(InvalidInputError, match="index 1 is None"):
+        async with clf.stream(texts) as results:
+            async for p in results:
+                got.append(p)
+    assert [p.index for p in got] == [0]
+
+    async with clf.stream(texts, on_error="yield") as results:
+        got = [p async for p in results]
+    assert [p.ok for p in got] == [True, False, False, True]
+    assert isinstance(got[1].error, InvalidInputError)
+    assert isinstance(got[2].error, ValueError)
+    assert "cannot score 'a BOOM'" in str(got[2].error)
+    assert got[2].label is None
+    assert got[3].label == "spam"
+
+
+async def test_cancelling_the_consumer_stops_everything() -> None:
+    """Cancelling a task mid-stream withdraws queued texts and leaks nothing."""
+    clf = await fitted(max_batch_size=2)
+    source = Source([f"spam {i}" for i in range(10_000)])
+    texts = source.__aiter__()
+    with anyio.CancelScope() as scope:
+        async with clf.stream(texts) as results:
+            async for p in results:
+                if p.index == 20:
+                    scope.cancel()
+    await texts.aclose()
+    assert scope.cancelled_caught
+    assert clf.statistics().queue_depth == 0
+    assert clf.limiter_.statistics().borrowed_tokens == 0
+    assert source.pulled < 100
+    assert (await clf.classify("eggs")).label == "eggs"
+
+
+async def test_stream_rejects_bad_arguments() -> None:
+    """Bad on_error or max_in_flight values raise ValueError before anything runs."""
+    clf = await fitted()
+    with pytest.raises(ValueError, match="on_error"):
+        async with clf.stream(["ham"], on_error="skip"):  # type: ignore[arg-type]
+            pass
+    with pytest.raises(ValueError, match="max_in_flight"):
+        async with clf.stream(["ham"], max_in_flight=0):
+            pass
+    with pytest.raises(InvalidInputError, match="iterable or async iterable"):
+        async with clf.stream(42) as results:  # type: ignore[arg-type]
+            [p async for p in results]
+
+
+@given(
+    st.lists(st.sampled_from(["ham", "spam", "spam spam", "eggs", "x"]), max_size=80),
+    st.integers(min_value=0, max_value=10),
+)
+async def test_top_k_matches_rank(texts: list[str], k: int) -> None:
+    """top_k over a stream returns what rank(..., k) returns over the whole list."""
+    clf = await fitted(max_batch_size=8)
+    got = await clf.top_k(Source(texts).__aiter__(), "spam", k)
+    expected = await clf.rank(texts, "spam", k=k)
+    assert [(r.index, r.text, r.score) for r in got] == [
+        (r.index, r.text, r.score) for r in expected
+    ]
