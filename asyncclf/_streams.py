@@ -18,7 +18,14 @@ still queued, so nothing keeps running for a stream that nobody reads.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Hashable, Iterable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Hashable,
+    Iterable,
+)
 from contextlib import aclosing, asynccontextmanager
 from typing import Any, Generic, Literal, TypeVar
 
@@ -42,7 +49,7 @@ _Queued = tuple[int, str, "Request | None", "Exception | None"]
 _Done = tuple[int, str, "Outcome | None", "Exception | None"]
 
 
-async def _iterate(source: Iterable[str] | AsyncIterable[str]) -> AsyncIterator[Any]:
+async def _iterate(source: Iterable[str] | AsyncIterable[str]) -> AsyncGenerator[Any, None]:
     if isinstance(source, AsyncIterable):
         async for item in source:
             yield item

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 import anyio
@@ -46,10 +46,16 @@ class Source:
             except IndexError:
                 return
 
-    async def __aiter__(self) -> AsyncIterator[str]:
+    async def __aiter__(self) -> AsyncGenerator[str, None]:
         for text in self:
             await anyio.lowlevel.checkpoint()
             yield text
+
+
+async def collect(clf: AsyncClassifier, source: Any, into: list[Prediction]) -> None:
+    async with clf.stream(source) as results:
+        async for p in results:
+            into.append(p)
 
 
 @given(st.lists(st.sampled_from(["ham", "spam spam", "eggs", "ham eggs", ""]), max_size=60))
@@ -93,9 +99,7 @@ async def test_source_error_reaches_the_consumer_after_earlier_items() -> None:
     clf = await fitted()
     got: list[Prediction] = []
     with pytest.raises(OSError, match="the source broke"):
-        async with clf.stream(Source(["ham"] * 5, fail_after=3)) as results:
-            async for p in results:
-                got.append(p)
+        await collect(clf, Source(["ham"] * 5, fail_after=3), got)
     assert [p.index for p in got] == [0, 1, 2]
 
 
@@ -105,9 +109,7 @@ async def test_bad_items_raise_or_are_yielded() -> None:
     texts: list[Any] = ["ham", None, "a BOOM", "spam"]
     got: list[Prediction] = []
     with pytest.raises(InvalidInputError, match="index 1 is None"):
-        async with clf.stream(texts) as results:
-            async for p in results:
-                got.append(p)
+        await collect(clf, texts, got)
     assert [p.index for p in got] == [0]
 
     async with clf.stream(texts, on_error="yield") as results:
