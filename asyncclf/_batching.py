@@ -77,7 +77,7 @@ class Outcome:
 class Request:
     """Texts waiting in a lane for their rows."""
 
-    __slots__ = ("event", "lane", "outcome", "queued_at", "texts")
+    __slots__ = ("event", "lane", "outcome", "queued_at", "taken", "texts")
 
     def __init__(self, lane: _Lane, texts: list[str]) -> None:
         self.lane = lane
@@ -85,6 +85,8 @@ class Request:
         self.outcome: Outcome | None = None
         self.event: anyio.Event | None = None
         self.queued_at = time.perf_counter()
+        self.taken = False
+        """Whether a batch took it (or it was withdrawn): it can no longer grow."""
 
     def _wake(self) -> None:
         if self.event is not None:
@@ -234,10 +236,27 @@ class Batcher:
             lane.full.set()
         return request
 
+    def extend(self, request: Request, text: str) -> bool:
+        """Add one (``reserve``d) text to a request still queued and not full.
+
+        Returns False, adding nothing, when a batch has taken the request or it holds
+        ``max_batch_size`` texts: then queue a new request instead. Streams use this to
+        queue texts one by one at the cost of a list append.
+        """
+        if request.taken or len(request.texts) >= self.max_batch_size:
+            return False
+        request.texts.append(text)
+        lane = request.lane
+        lane.size += 1
+        if lane.full is not None and lane.size >= self.max_batch_size:
+            lane.full.set()
+        return True
+
     def withdraw(self, request: Request) -> None:
         """Take a request that nobody will wait for out of its lane, if still queued."""
         lane = request.lane
-        if request.outcome is None and request in lane.queue:
+        if not request.taken:
+            request.taken = True
             lane.queue.remove(request)
             lane.size -= len(request.texts)
             self._release(len(request.texts))
@@ -311,6 +330,7 @@ class Batcher:
         now = time.perf_counter()
         while lane.queue and size + len(lane.queue[0].texts) <= self.max_batch_size:
             request = lane.queue.popleft()
+            request.taken = True
             size += len(request.texts)
             batch.append(request)
             self._waits.add(now - request.queued_at, len(request.texts))

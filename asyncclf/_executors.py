@@ -18,7 +18,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -26,7 +26,7 @@ import anyio.to_thread
 import sklearn
 from threadpoolctl import ThreadpoolController
 
-__all__ = ["ThreadExecutor", "available_cpus"]
+__all__ = ["PerBackend", "ThreadExecutor", "available_cpus"]
 
 T = TypeVar("T")
 
@@ -109,24 +109,50 @@ def _call_in_worker(
         return func(*args)
 
 
+class PerBackend(Generic[T]):
+    """One object per async backend, made on first use inside that backend.
+
+    anyio's primitives made inside a running event loop belong to its backend, so a
+    classifier created under asyncio and then used under trio (or the other way round)
+    needs a limiter and a lock of each kind.
+    """
+
+    def __init__(self, factory: Callable[[], T]) -> None:
+        self._factory = factory
+        self._made: dict[type[BaseException], T] = {}
+
+    def get(self) -> T:
+        """Return this backend's object, making it if needed (needs a running loop)."""
+        backend = anyio.get_cancelled_exc_class()
+        made = self._made.get(backend)
+        if made is None:
+            made = self._made[backend] = self._factory()
+        return made
+
+
 class ThreadExecutor:
     """Run synchronous estimator code in anyio worker threads under one limiter."""
 
     def __init__(self, limiter: anyio.CapacityLimiter | None = None) -> None:
-        self.limiter = self.make_limiter(limiter)
+        self.set_limiter(limiter)
         # The token of ``limiter`` is taken by ``slot()``; the thread itself must not
         # count against anyio's global default limiter, so it gets one of its own.
-        self._threads = anyio.CapacityLimiter(math.inf)
+        self._threads = PerBackend(lambda: anyio.CapacityLimiter(math.inf))
 
-    @staticmethod
-    def make_limiter(limiter: anyio.CapacityLimiter | None) -> anyio.CapacityLimiter:
-        """Return ``limiter``, or a new one with a token per CPU (at least 2)."""
-        return limiter if limiter is not None else anyio.CapacityLimiter(max(2, available_cpus()))
+    def set_limiter(self, limiter: anyio.CapacityLimiter | None) -> None:
+        """Use ``limiter``, or (``None``) a limiter with a token per CPU, at least 2."""
+        self._given = limiter
+        self._default = PerBackend(lambda: anyio.CapacityLimiter(max(2, available_cpus())))
+
+    @property
+    def limiter(self) -> anyio.CapacityLimiter:
+        """The limiter in force (call it inside an event loop)."""
+        return self._given if self._given is not None else self._default.get()
 
     @property
     def native_threads(self) -> int:
         """BLAS/OpenMP threads allowed per worker call."""
-        tokens = self.limiter.total_tokens
+        tokens = self._given.total_tokens if self._given is not None else available_cpus()
         return max(1, available_cpus() // max(1, int(min(tokens, available_cpus()))))
 
     @asynccontextmanager
@@ -147,7 +173,7 @@ class ThreadExecutor:
             self.native_threads,
             func,
             args,
-            limiter=self._threads,
+            limiter=self._threads.get(),
         )
         # anyio delivers a cancellation that arrived while the thread ran only at the
         # next checkpoint; take it here, so no caller acts on a cancelled result.

@@ -1,15 +1,18 @@
 """Ordered, bounded streams of predictions over sync or async iterables.
 
-Inside ``open_stream`` three parties pass items along two bounded channels::
+Inside ``open_stream`` three parties hand chunks of texts along two channels::
 
     reader --(queued requests)--> driver --(outcomes)--> consumer
 
-* the reader pulls texts from the source, checks them, and queues each in the
-  batcher's lane at once (so batches fill), then passes it on, waiting when
-  ``max_in_flight`` items are ahead of the consumer: that is the backpressure;
+* the reader pulls texts from the source, checks them and appends each to the open
+  request of the batcher's lane (a list append while no batch has taken it; a new
+  request, up to ``max_batch_size`` texts, when one has): batches fill as fast as the
+  source yields, at no per-text cost in event-loop iterations;
+* the reader stops reading while ``max_in_flight`` texts are read but not yet consumed:
+  that is the backpressure;
 * the driver waits for each request in order, leading the lane's batches, so the
   next batch computes while the consumer handles the last one;
-* the consumer (the caller's ``async for``) turns each outcome into a result.
+* the consumer (the caller's ``async for``) turns each outcome into results.
 
 Leaving the ``async with`` block cancels reader and driver and withdraws every request
 still queued, so nothing keeps running for a stream that nobody reads.
@@ -17,6 +20,7 @@ still queued, so nothing keeps running for a stream that nobody reads.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import (
     AsyncGenerator,
@@ -30,6 +34,7 @@ from contextlib import aclosing, asynccontextmanager
 from typing import Any, Generic, Literal, TypeVar
 
 import anyio
+import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._batching import Batcher, Outcome, Request
@@ -39,14 +44,15 @@ from ._validation import check_text
 __all__ = ["open_stream"]
 
 T = TypeVar("T")
-Convert = Callable[[int, str, Any, Any], T]
-"""``(index, text, row, tag) -> result`` for a text the estimator answered."""
+Convert = Callable[[int, list[str], Any, Any], list[T]]
+"""``(first index, texts, rows, tag) -> results`` for texts the estimator answered."""
 Fail = Callable[[int, str, Exception, Any], T]
 """``(index, text, error, tag) -> result`` for a text that failed, with on_error="yield"."""
 
-# What travels the channels: a text and its request, or the error to raise at that point.
-_Queued = tuple[int, str, "Request | None", "Exception | None"]
-_Done = tuple[int, str, "Outcome | None", "Exception | None"]
+# What travels the channels: the index of a chunk's first text and its request (or the
+# error to raise at that point, with no request).
+_Queued = tuple[int, "Request | None", "Exception | None", str]
+_Done = tuple[int, list[str], "Outcome | None", "Exception | None"]
 
 
 async def _iterate(source: Iterable[str] | AsyncIterable[str]) -> AsyncGenerator[Any, None]:
@@ -61,41 +67,93 @@ async def _iterate(source: Iterable[str] | AsyncIterable[str]) -> AsyncGenerator
         raise InvalidInputError(msg)
 
 
+class _Window:
+    """Counts texts read but not yet consumed; the reader waits while it is full."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.used = 0
+        self._room: anyio.Event | None = None
+
+    async def acquire(self) -> None:
+        while self.used >= self.size:
+            self._room = anyio.Event()
+            await self._room.wait()
+        self.used += 1
+
+    def release(self, n: int = 1) -> None:
+        self.used -= n
+        if self._room is not None:
+            self._room.set()
+            self._room = None
+
+
 class _Results(Generic[T]):
     """The async iterator a stream yields: one result per input, in order."""
 
     def __init__(
         self,
         receive: MemoryObjectReceiveStream[_Done],
+        window: _Window,
         convert: Convert[T],
         fail: Fail[T] | None,
     ) -> None:
         self._receive = receive
+        self._window = window
         self._convert = convert
         self._fail = fail
+        self._ready: deque[T | _Raise] = deque()
         self._finished = False
 
     def __aiter__(self) -> _Results[T]:
         return self
 
     async def __anext__(self) -> T:
-        if self._finished:
-            raise StopAsyncIteration
-        try:
-            index, text, outcome, error = await self._receive.receive()
-        except anyio.EndOfStream:
+        while not self._ready:
+            if self._finished:
+                raise StopAsyncIteration
+            try:
+                start, texts, outcome, error = await self._receive.receive()
+            except anyio.EndOfStream:
+                self._finished = True
+                raise StopAsyncIteration from None
+            self._unpack(start, texts, outcome, error)
+        item = self._ready.popleft()
+        self._window.release()
+        if isinstance(item, _Raise):
             self._finished = True
-            raise StopAsyncIteration from None
-        tag = None
-        if outcome is not None:
-            tag, error = outcome.tag, outcome.error
-            if error is None:
-                return self._convert(index, text, outcome.rows()[0], tag)
-        assert error is not None
+            self._ready.clear()
+            raise item.error
+        return item
+
+    def _unpack(
+        self, start: int, texts: list[str], outcome: Outcome | None, error: Exception | None
+    ) -> None:
+        if outcome is None:
+            assert error is not None
+            self._failed(start, texts[0], error, None)
+            return
+        for first, stop, rows in outcome.segments:
+            if isinstance(rows, Exception):
+                for i in range(first, stop):
+                    self._failed(start + i, texts[i], rows, outcome.tag)
+            else:
+                self._ready.extend(
+                    self._convert(start + first, texts[first:stop], rows, outcome.tag)
+                )
+
+    def _failed(self, index: int, text: str, error: Exception, tag: Any) -> None:
         if self._fail is None or index < 0:
-            self._finished = True
-            raise error
-        return self._fail(index, text, error, tag)
+            self._ready.append(_Raise(error))
+        else:
+            self._ready.append(self._fail(index, text, error, tag))
+
+
+class _Raise:
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
 
 
 @asynccontextmanager
@@ -117,43 +175,46 @@ async def open_stream(
         msg = f"max_in_flight must be an int >= 1, not {max_in_flight!r}."
         raise ValueError(msg)
     pending: deque[Request] = deque()
-    # The reader holds one item and the driver one, beyond the channels' buffers.
-    queued_send, queued_receive = anyio.create_memory_object_stream[_Queued](
-        max(0, max_in_flight // 2 - 1)
-    )
-    done_send, done_receive = anyio.create_memory_object_stream[_Done](
-        max(0, max_in_flight - max_in_flight // 2 - 1)
-    )
+    window = _Window(max_in_flight)
+    # The window bounds the texts in flight, so the channels need no bound of their own.
+    queued_send, queued_receive = anyio.create_memory_object_stream[_Queued](math.inf)
+    done_send, done_receive = anyio.create_memory_object_stream[_Done](math.inf)
 
     async def read(send: MemoryObjectSendStream[_Queued]) -> None:
         async with send, aclosing(_iterate(source)) as items:
             index = 0
+            request: Request | None = None
             try:
                 async for item in items:
+                    await window.acquire()
                     try:
                         text = check_text(item, index)
                     except InvalidInputError as exc:
-                        await send.send((index, "" if item is None else repr(item), None, exc))
+                        request = None  # later texts go after the error, in a new request
+                        await send.send((index, None, exc, repr(item)))
                     else:
                         await batcher.reserve(1, wait=True)
-                        request = batcher.enqueue(key, [text])
-                        pending.append(request)
-                        await send.send((index, text, request, None))
+                        if request is None or not batcher.extend(request, text):
+                            request = batcher.enqueue(key, [text])
+                            pending.append(request)
+                            await send.send((index, request, None, ""))
                     index += 1
             except Exception as exc:
                 # The source itself failed: the consumer raises it in its turn.
-                await send.send((-1, "", None, exc))
+                await window.acquire()
+                await send.send((-1, None, exc, ""))
 
     async def drive(
         receive: MemoryObjectReceiveStream[_Queued], send: MemoryObjectSendStream[_Done]
     ) -> None:
         async with receive, send:
-            async for index, text, request, error in receive:
-                outcome = None
-                if request is not None:
-                    outcome = await batcher.wait(request)
-                    pending.popleft()
-                await send.send((index, text, outcome, error))
+            async for start, request, error, text in receive:
+                if request is None:
+                    await send.send((start, [text], None, error))
+                    continue
+                outcome = await batcher.wait(request)
+                pending.popleft()
+                await send.send((start, request.texts, outcome, None))
 
     fail_or_raise = fail if on_error == "yield" else None
     raised: BaseException | None = None
@@ -162,7 +223,7 @@ async def open_stream(
             tasks.start_soon(read, queued_send)
             tasks.start_soon(drive, queued_receive, done_send)
             try:
-                yield _Results(done_receive, convert, fail_or_raise)
+                yield _Results(done_receive, window, convert, fail_or_raise)
             except BaseException as exc:
                 # Re-raised below, outside the task group, so that the caller gets its
                 # own exception rather than one wrapped in an exception group.

@@ -285,16 +285,22 @@ async def test_default_estimator_learns_text() -> None:
     assert proba.sum() == pytest.approx(1.0)
 
 
-async def test_classifier_works_across_event_loop_runs(anyio_backend: str) -> None:
-    """One classifier serves from several successive event loops (e.g. asyncio.run calls)."""
-    clf = AsyncClassifier(KeywordClassifier())
+def test_classifier_moves_between_event_loops_and_backends() -> None:
+    """A classifier made and fitted in one event loop serves from later loops of both
+    backends (as successive asyncio.run or trio.run calls in a script would)."""
 
-    async def fit() -> None:
+    async def make() -> AsyncClassifier:
+        return await AsyncClassifier(KeywordClassifier()).fit(TRAIN_X, TRAIN_Y)
+
+    clf = anyio.run(make, backend="asyncio")
+
+    async def use() -> list[Any]:
+        labels = list(await clf.predict(["spam spam"]))
+        async with clf.stream(["eggs", "ham"]) as results:
+            labels += [p.label async for p in results]
         await clf.fit(TRAIN_X, TRAIN_Y)
+        return labels
 
-    async def predict() -> list[Any]:
-        return list(await clf.predict(["spam spam"]))
-
-    await anyio.to_thread.run_sync(lambda: anyio.run(fit, backend=anyio_backend))
-    result = await anyio.to_thread.run_sync(lambda: anyio.run(predict, backend=anyio_backend))
-    assert result == ["spam"]
+    for backend in ("trio", "asyncio", "trio"):
+        assert anyio.run(use, backend=backend) == ["spam", "eggs", "ham"]
+    assert clf.version == 4
