@@ -7,7 +7,7 @@ import math
 from collections.abc import AsyncIterable, AsyncIterator, Hashable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import anyio
 import numpy as np
@@ -135,20 +135,30 @@ def _final_step(estimator: Any) -> Any:
     return estimator[-1] if isinstance(estimator, Pipeline) else estimator
 
 
-class _Config(tuple[tuple[str, Any], ...]):
-    """The caller's scikit-learn configuration, hashable, part of every batch key.
+class _Config:
+    """The caller's scikit-learn configuration, interned, part of every batch key.
 
     scikit-learn's configuration is thread-local, and an event loop runs every task on
     one thread: the config is read when a call starts and that exact config is applied
-    in the worker, so calls share a batch only when their configs are equal.
+    in the worker, so calls share a batch only when their configs are equal. Each
+    distinct config is made once, so keys hash and compare in O(1).
     """
 
-    __slots__ = ()
+    __slots__ = ("settings",)
+    _interned: ClassVar[dict[tuple[Any, ...], _Config]] = {}
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = settings
 
     @classmethod
     def current(cls) -> _Config:
-        # get_config() returns a copy of one dict, so its order is stable: no sorting.
-        return cls(sklearn.get_config().items())
+        settings = sklearn.get_config()
+        # get_config() copies one dict, so the order of its values is stable.
+        values = tuple(settings.values())
+        config = cls._interned.get(values)
+        if config is None:
+            config = cls._interned[values] = cls(settings)
+        return config
 
 
 def _key(kind: str) -> tuple[str, _Config]:
@@ -384,7 +394,7 @@ class AsyncClassifier:
         estimator = model.estimator
 
         def run(texts: list[str]) -> Any:
-            with sklearn.config_context(**dict(config)):
+            with sklearn.config_context(**config.settings):
                 return compute(estimator, texts)
 
         return run, model
@@ -603,11 +613,5 @@ def _predictions(
 
 
 def _prediction(index: int, text: str, row: NDArray[np.float64], model: _Model) -> Prediction:
-    best = int(np.argmax(row))
-    return Prediction(
-        index=index,
-        text=text,
-        label=model.labels[best],
-        score=float(row[best]),
-        version=model.version,
-    )
+    best = int(row.argmax())
+    return Prediction(index, text, model.labels[best], float(row[best]), model.version)
