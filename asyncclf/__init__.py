@@ -8,6 +8,7 @@ from ._errors import (
     InvalidInputError,
     NotFittedError,
     OverloadedError,
+    PersistenceError,
     UnsupportedEstimatorError,
 )
 from ._types import BatchStatistics, Prediction, Ranked
@@ -24,6 +25,7 @@ __all__ = [
     "InvalidInputError",
     "NotFittedError",
     "OverloadedError",
+    "PersistenceError",
     "Prediction",
     "Ranked",
     "UnsupportedEstimatorError",

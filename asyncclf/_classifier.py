@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from collections.abc import AsyncIterable, AsyncIterator, Hashable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import anyio
+import anyio.to_thread
 import numpy as np
 import sklearn
 from numpy.typing import NDArray
@@ -169,6 +171,12 @@ def _check_k(k: int | None) -> None:
     if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
         msg = f"k must be None or an int >= 0, not {k!r}."
         raise InvalidInputError(msg)
+
+
+def _asyncclf_version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 class AsyncClassifier:
@@ -382,6 +390,51 @@ class AsyncClassifier:
             )
             self._swap(updated)
         return self
+
+    # -- persistence -----------------------------------------------------------------
+
+    async def save(self, path: str | os.PathLike[str]) -> None:
+        """Save the serving model to ``path`` as a skops file, atomically.
+
+        Serialisation and file I/O run in a worker thread. The file is written next to
+        ``path`` and renamed over it, so a crash never leaves a half-written model where
+        a good one was. Cancelling takes effect when the worker finishes; the file is
+        then complete or untouched.
+        """
+        model = self._require_model()
+        from ._persistence import dump_model
+
+        await self._executor.run(
+            dump_model, path, model.estimator, model.labels, model.version, _asyncclf_version()
+        )
+
+    @classmethod
+    async def load(
+        cls, path: str | os.PathLike[str], *, trusted: Iterable[str] = (), **params: Any
+    ) -> AsyncClassifier:
+        """Load a model saved by :meth:`save` and return a classifier serving it.
+
+        Reading and deserialisation run in a worker thread. The file may come from an
+        untrusted source: any type outside scikit-learn, numpy and scipy's own is
+        refused with :class:`PersistenceError` unless named in ``trusted`` (e.g.
+        ``["mypackage.MyTransformer"]``). ``params`` are passed to the constructor;
+        ``estimator`` defaults to an unfitted clone of the loaded one, so a later
+        ``fit`` trains the same kind of model.
+
+        Raises:
+            PersistenceError: the file is unreadable, truncated, corrupt, tampered
+                with, or holds untrusted types.
+        """
+        from ._persistence import load_model
+
+        trusted = list(trusted)
+        estimator, version, _ = await anyio.to_thread.run_sync(
+            load_model, path, trusted, limiter=anyio.CapacityLimiter(1)
+        )
+        params.setdefault("estimator", clone(estimator))
+        clf = cls(**params)
+        clf._model = _Model(estimator, _labels_of(estimator), version)
+        return clf
 
     # -- predictions -----------------------------------------------------------------
 

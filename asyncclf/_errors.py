@@ -6,7 +6,8 @@
     |- NotFittedError              also sklearn.exceptions.NotFittedError
     |- InvalidInputError           also TypeError and ValueError
     |- UnsupportedEstimatorError   also TypeError
-    '- OverloadedError             a bounded queue refused work
+    |- OverloadedError             a bounded queue refused work
+    '- PersistenceError            unreadable, untrusted, tampered or incompatible model file
 
 Exceptions raised by the wrapped estimator pass through unchanged; when the estimator
 fails on one text of a batch, only the caller that sent that text receives it.
@@ -21,6 +22,7 @@ __all__ = [
     "InvalidInputError",
     "NotFittedError",
     "OverloadedError",
+    "PersistenceError",
     "UnsupportedEstimatorError",
 ]
 
@@ -47,3 +49,7 @@ class UnsupportedEstimatorError(AsyncClfError, TypeError):
 
 class OverloadedError(AsyncClfError):
     """The batching queue is full and the classifier was told not to wait."""
+
+
+class PersistenceError(AsyncClfError):
+    """A model file could not be saved or loaded: unreadable, untrusted or tampered."""

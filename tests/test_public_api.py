@@ -16,6 +16,7 @@ def test_exported_names() -> None:
         "InvalidInputError",
         "NotFittedError",
         "OverloadedError",
+        "PersistenceError",
         "Prediction",
         "Ranked",
         "UnsupportedEstimatorError",
@@ -35,6 +36,7 @@ def test_exception_tree() -> None:
     for name in ("NotFittedError", "InvalidInputError", "UnsupportedEstimatorError"):
         assert issubclass(getattr(asyncclf, name), asyncclf.AsyncClfError)
     assert issubclass(asyncclf.OverloadedError, asyncclf.AsyncClfError)
+    assert issubclass(asyncclf.PersistenceError, asyncclf.AsyncClfError)
 
 
 def test_version_comes_from_package_metadata() -> None:
