@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from asyncclf.__main__ import main
+from asyncclf._cli import main
 
 
 def test_demo_runs_and_reports() -> None:
@@ -27,4 +27,4 @@ def test_demo_runs_and_reports() -> None:
 
 def test_demo_on_trio() -> None:
     """The demo runs on trio too."""
-    assert main(["demo", "--backend", "trio"]) == 0
+    assert main(["--backend", "trio", "demo"]) == 0
