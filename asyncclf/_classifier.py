@@ -28,6 +28,7 @@ from . import _ranking, _streams
 from ._batching import Batcher, Outcome
 from ._errors import InvalidInputError, NotFittedError, UnsupportedEstimatorError
 from ._executors import PerBackend, ThreadExecutor
+from ._progress import Progress, Reporter
 from ._types import BatchStatistics, Prediction, Ranked
 from ._validation import check_labels, check_text, check_texts, check_training_set
 
@@ -339,7 +340,9 @@ class AsyncClassifier:
         """The capacity limiter worker threads run under (``limiter`` or the default)."""
         return self._executor.limiter
 
-    async def fit(self, X: Iterable[str], y: Iterable[Any]) -> AsyncClassifier:
+    async def fit(
+        self, X: Iterable[str], y: Iterable[Any], *, progress: Progress = None
+    ) -> AsyncClassifier:
         """Train a clone of the estimator on ``X``, ``y`` and swap it in.
 
         Runs in a worker thread. Predictions made meanwhile are answered by the model
@@ -348,14 +351,27 @@ class AsyncClassifier:
         Cancelling takes effect when the worker thread finishes (scikit-learn cannot be
         interrupted); the trained clone is then discarded.
 
+        Args:
+            X: The training texts.
+            y: One label per text.
+            progress: ``True`` for a tqdm bar (notebook-aware), or a callable
+                ``progress(done, total)``. scikit-learn's fit reports no steps, so it is
+                told ``0`` texts done when the fit starts and all of them when it ends.
+
         Returns:
             ``self``, like scikit-learn's ``fit``.
         """
         texts, labels = check_training_set(X, y)
         estimator = clone(self.estimator if self.estimator is not None else default_estimator())
-        async with self._fit_lock.get():
-            fitted = await self._executor.run(_fit, estimator, texts, labels)
-            self._swap(fitted)
+        reporter = Reporter(progress, "fit", len(texts))
+        try:
+            async with self._fit_lock.get():
+                reporter.update(0)
+                fitted = await self._executor.run(_fit, estimator, texts, labels)
+                self._swap(fitted)
+            reporter.update(len(texts))
+        finally:
+            reporter.close()
         return self
 
     async def partial_fit(
@@ -579,6 +595,7 @@ class AsyncClassifier:
         *,
         on_error: OnError = "raise",
         max_in_flight: int | None = None,
+        progress: Progress = None,
     ) -> AsyncIterator[AsyncIterator[Prediction]]:
         """Classify a stream of texts, yielding one :class:`Prediction` per text, in order.
 
@@ -596,6 +613,9 @@ class AsyncClassifier:
                 that failed (a bad item or an estimator error); ``"yield"`` yields a
                 ``Prediction`` carrying the exception and carries on.
             max_in_flight: The read-ahead bound.
+            progress: ``True`` for a tqdm bar (notebook-aware), or a callable
+                ``progress(done, total)``, called as texts are classified; ``total`` is
+                ``len(source)`` when it has one, else ``None``.
         """
         model = self._require_model()
         self._require(model, "scores")
@@ -612,6 +632,7 @@ class AsyncClassifier:
             on_error=on_error,
             fail=failed,
             max_in_flight=2 * self.max_batch_size if max_in_flight is None else max_in_flight,
+            progress=progress,
         ) as results:
             yield results
 

@@ -29,6 +29,7 @@ from collections.abc import (
     Callable,
     Hashable,
     Iterable,
+    Sized,
 )
 from contextlib import aclosing, asynccontextmanager
 from typing import Any, Generic, Literal, TypeVar
@@ -39,6 +40,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ._batching import Batcher, Outcome, Request
 from ._errors import InvalidInputError
+from ._progress import Progress, Reporter
 from ._validation import check_text
 
 __all__ = ["open_stream"]
@@ -97,11 +99,14 @@ class _Results(Generic[T]):
         window: _Window,
         convert: Convert[T],
         fail: Fail[T] | None,
+        reporter: Reporter,
     ) -> None:
         self._receive = receive
         self._window = window
         self._convert = convert
         self._fail = fail
+        self._reporter = reporter
+        self._produced = 0
         self._ready: deque[T | _Raise] = deque()
         self._finished = False
 
@@ -118,6 +123,9 @@ class _Results(Generic[T]):
                 self._finished = True
                 raise StopAsyncIteration from None
             self._unpack(start, texts, outcome, error)
+            if self._reporter.active:
+                self._produced += len(texts)
+                self._reporter.update(self._produced)
         item = self._ready.popleft()
         self._window.release()
         if isinstance(item, _Raise):
@@ -166,6 +174,7 @@ async def open_stream(
     on_error: Literal["raise", "yield"] = "raise",
     fail: Fail[T] | None = None,
     max_in_flight: int,
+    progress: Progress = None,
 ) -> AsyncIterator[_Results[T]]:
     """Stream ``convert``-ed results for the texts of ``source``; see the module docs."""
     if on_error not in ("raise", "yield"):
@@ -176,6 +185,8 @@ async def open_stream(
         raise ValueError(msg)
     pending: deque[Request] = deque()
     window = _Window(max_in_flight)
+    total = len(source) if isinstance(source, Sized) else None
+    reporter = Reporter(progress, "stream", total)
     # The window bounds the texts in flight, so the channels need no bound of their own.
     queued_send, queued_receive = anyio.create_memory_object_stream[_Queued](math.inf)
     done_send, done_receive = anyio.create_memory_object_stream[_Done](math.inf)
@@ -223,7 +234,7 @@ async def open_stream(
             tasks.start_soon(read, queued_send)
             tasks.start_soon(drive, queued_receive, done_send)
             try:
-                yield _Results(done_receive, window, convert, fail_or_raise)
+                yield _Results(done_receive, window, convert, fail_or_raise, reporter)
             except BaseException as exc:
                 # Re-raised below, outside the task group, so that the caller gets its
                 # own exception rather than one wrapped in an exception group.
@@ -232,5 +243,6 @@ async def open_stream(
                 tasks.cancel_scope.cancel()
                 while pending:
                     batcher.withdraw(pending.popleft())
+                reporter.close()
     if raised is not None:
         raise raised

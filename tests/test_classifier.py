@@ -304,3 +304,11 @@ def test_classifier_moves_between_event_loops_and_backends() -> None:
     for backend in ("trio", "asyncio", "trio"):
         assert anyio.run(use, backend=backend) == ["spam", "eggs", "ham"]
     assert clf.version == 4
+
+
+async def test_fit_reports_progress_at_start_and_end() -> None:
+    """fit's progress callback hears 0 texts done at the start and all at the end."""
+    calls: list[tuple[int, int | None]] = []
+    clf = AsyncClassifier(KeywordClassifier())
+    await clf.fit(TRAIN_X, TRAIN_Y, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(0, 6), (6, 6)]

@@ -166,3 +166,38 @@ async def test_top_k_matches_rank(texts: list[str], k: int) -> None:
     assert [(r.index, r.text, r.score) for r in got] == [
         (r.index, r.text, r.score) for r in expected
     ]
+
+
+async def test_stream_reports_progress() -> None:
+    """A progress callback sees non-decreasing counts up to every text, and the total."""
+    clf = await fitted(max_batch_size=8)
+    calls: list[tuple[int, int | None]] = []
+    texts = [f"spam {i}" for i in range(50)]
+    async with clf.stream(texts, progress=lambda done, total: calls.append((done, total))) as r:
+        assert len([p async for p in r]) == 50
+    assert calls[-1] == (50, 50)
+    assert [done for done, _ in calls] == sorted(done for done, _ in calls)
+
+    calls.clear()
+    async with clf.stream(
+        Source(texts).__aiter__(), progress=lambda d, t: calls.append((d, t))
+    ) as r:
+        assert len([p async for p in r]) == 50
+    assert calls[-1] == (50, None)
+
+
+async def test_stream_progress_bar_with_tqdm(capsys: pytest.CaptureFixture[str]) -> None:
+    """progress=True draws a tqdm bar (on stderr) and changes no result."""
+    pytest.importorskip("tqdm")
+    clf = await fitted()
+    async with clf.stream(["ham", "spam"], progress=True) as results:
+        assert [p.label async for p in results] == ["ham", "spam"]
+    assert "2/2" in capsys.readouterr().err
+
+
+async def test_bad_progress_argument_is_rejected() -> None:
+    """A progress value that is neither a bool, None nor callable is a TypeError."""
+    clf = await fitted()
+    with pytest.raises(TypeError, match="progress must be"):
+        async with clf.stream(["ham"], progress="yes"):  # type: ignore[arg-type]
+            pass
