@@ -3,6 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from ._classifier import AsyncClassifier, default_estimator
+from ._demo import load_sms_spam
 from ._errors import (
     AsyncClfError,
     InvalidInputError,
@@ -31,4 +32,5 @@ __all__ = [
     "UnsupportedEstimatorError",
     "__version__",
     "default_estimator",
+    "load_sms_spam",
 ]

@@ -22,6 +22,7 @@ def test_exported_names() -> None:
         "UnsupportedEstimatorError",
         "__version__",
         "default_estimator",
+        "load_sms_spam",
     ]
     for name in asyncclf.__all__:
         assert hasattr(asyncclf, name)
