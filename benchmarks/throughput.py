@@ -60,6 +60,32 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def peer_ratio(estimator: Any, callers: list[str], base: float, repeats: int) -> float | None:
+    """The same 5,000 concurrent callers through async-batcher (asyncio only), if installed."""
+    try:
+        from async_batcher.batcher import AsyncBatcher
+    except ImportError:
+        print("async-batcher is not installed: the peer comparison is skipped")
+        return None
+
+    class Batcher(AsyncBatcher[str, Any]):  # type: ignore[misc]
+        def process_batch(self, batch: list[str]) -> Any:
+            return list(estimator.predict_proba(batch))
+
+    async def run() -> None:
+        batcher = Batcher(max_batch_size=256, concurrency=2)
+
+        async def one(text: str) -> None:
+            await batcher.process(text)
+
+        async with anyio.create_task_group() as tasks:
+            for text in callers:
+                tasks.start_soon(one, text)
+        await batcher.stop()
+
+    return base / best_of(repeats, functools.partial(timed_async, "asyncio", run))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer texts and repeats")
@@ -126,6 +152,9 @@ def main() -> None:
         rows.append(
             (backend, "  ceiling: spawning the callers", base_callers / (base_callers + spawn_time))
         )
+    peer = peer_ratio(estimator, callers, base_callers, repeats)
+    if peer is not None:
+        rows.append(("asyncio", "async-batcher 0.2.2 (peer)", peer))
     print("\nthroughput as a ratio of one sync vectorised predict_proba (higher is better):")
     for backend, name, ratio in rows:
         print(f"  {backend:8} {name:32} {ratio:5.2f}")
