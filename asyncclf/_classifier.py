@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Hashable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Hashable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -483,6 +483,18 @@ class AsyncClassifier:
     async def _rows(self, kind: str, texts: list[str]) -> Outcome:
         return await self._batcher.submit(_key(kind), texts)
 
+    async def _array(
+        self, kind: str, X: Iterable[str], empty: Callable[[_Model], NDArray[Any]]
+    ) -> NDArray[Any]:
+        texts = check_texts(X)
+        model = self._require_model()
+        if kind != "predict":
+            self._require(model, kind)
+        if not texts:
+            return empty(model)
+        result: NDArray[Any] = (await self._rows(kind, texts)).rows()
+        return result
+
     async def predict(self, X: Iterable[str]) -> NDArray[Any]:
         """Predict a label for each text.
 
@@ -493,43 +505,34 @@ class AsyncClassifier:
         Returns:
             A numpy array of labels, one per text (empty for an empty ``X``).
         """
-        texts = check_texts(X)
-        model = self._require_model()
-        if not texts:
-            return np.asarray(model.estimator.classes_)[:0]
-        result: NDArray[Any] = (await self._rows("predict", texts)).rows()
-        return result
+        return await self._array("predict", X, lambda m: np.asarray(m.estimator.classes_)[:0])
 
     async def predict_proba(self, X: Iterable[str]) -> NDArray[np.float64]:
         """Return class probabilities, one row per text, columns in ``classes_`` order.
 
-        Runs like :meth:`predict`. Raises :class:`UnsupportedEstimatorError` if the
-        estimator has no ``predict_proba``.
+        Runs and cancels like :meth:`predict`. Raises :class:`UnsupportedEstimatorError`
+        if the estimator has no ``predict_proba``.
         """
-        texts = check_texts(X)
-        model = self._require_model()
-        self._require(model, "predict_proba")
-        if not texts:
-            return np.empty((0, len(model.labels)))
-        result: NDArray[np.float64] = (await self._rows("predict_proba", texts)).rows()
-        return result
+        return await self._array("predict_proba", X, lambda m: np.empty((0, len(m.labels))))
 
     async def decision_function(self, X: Iterable[str]) -> NDArray[np.float64]:
         """Return the estimator's decision values, as its ``decision_function`` does.
 
-        Runs like :meth:`predict`. Raises :class:`UnsupportedEstimatorError` if the
-        estimator has no ``decision_function``.
+        Runs and cancels like :meth:`predict`. Raises :class:`UnsupportedEstimatorError`
+        if the estimator has no ``decision_function``.
         """
-        texts = check_texts(X)
-        model = self._require_model()
-        self._require(model, "decision_function")
-        if not texts:
-            return np.empty((0,) if len(model.labels) == 2 else (0, len(model.labels)))
-        result: NDArray[np.float64] = (await self._rows("decision_function", texts)).rows()
-        return result
+
+        def empty(model: _Model) -> NDArray[np.float64]:
+            n = len(model.labels)
+            return np.empty((0,) if n == 2 else (0, n))
+
+        return await self._array("decision_function", X, empty)
 
     async def score(self, X: Iterable[str], y: Iterable[Any]) -> float:
-        """Return the accuracy of :meth:`predict` on ``X`` against the true labels ``y``."""
+        """Return the accuracy of :meth:`predict` on ``X`` against the true labels ``y``.
+
+        Runs and cancels like :meth:`predict`.
+        """
         texts = check_texts(X)
         labels = check_labels(y, len(texts))
         if not texts:
@@ -542,7 +545,8 @@ class AsyncClassifier:
         """Classify one text: its most likely label, that label's score, the model version.
 
         Concurrent ``classify`` calls from any number of tasks are merged into
-        vectorised estimator calls. Cancelling while queued withdraws the text.
+        vectorised estimator calls run in worker threads. Cancelling while queued
+        withdraws the text; cancelling while its batch runs discards only this result.
         """
         text = check_text(text, 0)
         model = self._require_model()
@@ -556,7 +560,8 @@ class AsyncClassifier:
         """Order the texts by their score for ``label``, highest first, keeping ``k``.
 
         The score is ``predict_proba``'s column for ``label``, or the decision value
-        when the estimator has no probabilities. Ties keep input order.
+        when the estimator has no probabilities. Ties keep input order. Runs and
+        cancels like :meth:`predict`.
         """
         texts = check_texts(X)
         _check_k(k)
@@ -575,7 +580,7 @@ class AsyncClassifier:
         """Put each text under its predicted label, each list ordered by confidence.
 
         Every class is a key (in ``classes_`` order), with at most ``k`` texts, highest
-        score first, ties in input order.
+        score first, ties in input order. Runs and cancels like :meth:`predict`.
         """
         texts = check_texts(X)
         _check_k(k)
@@ -642,7 +647,8 @@ class AsyncClassifier:
         """Return the ``k`` texts of ``source`` that score highest for ``label``.
 
         Reads ``source`` (of any length) through a stream and keeps only ``k`` texts at
-        a time, in O(k) memory. Same order as :meth:`rank`.
+        a time, in O(k) memory. Same order as :meth:`rank`. Cancelling stops the stream
+        as leaving a :meth:`stream` block does.
         """
         _check_k(k)
         model = self._require_model()
