@@ -230,19 +230,23 @@ async def open_stream(
     fail_or_raise = fail if on_error == "yield" else None
     raised: BaseException | None = None
     with done_receive:
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(read, queued_send)
-            tasks.start_soon(drive, queued_receive, done_send)
-            try:
-                yield _Results(done_receive, window, convert, fail_or_raise, reporter)
-            except BaseException as exc:
-                # Re-raised below, outside the task group, so that the caller gets its
-                # own exception rather than one wrapped in an exception group.
-                raised = exc
-            finally:
-                tasks.cancel_scope.cancel()
-                while pending:
-                    batcher.withdraw(pending.popleft())
-                reporter.close()
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(read, queued_send)
+                tasks.start_soon(drive, queued_receive, done_send)
+                try:
+                    yield _Results(done_receive, window, convert, fail_or_raise, reporter)
+                except BaseException as exc:
+                    # Re-raised below, outside the task group, so that the caller gets
+                    # its own exception rather than one wrapped in an exception group.
+                    raised = exc
+                finally:
+                    tasks.cancel_scope.cancel()
+        finally:
+            # Only now are reader and driver done: a reader woken just before the
+            # cancellation may have queued one more request on its way out.
+            while pending:
+                batcher.withdraw(pending.popleft())
+            reporter.close()
     if raised is not None:
         raise raised

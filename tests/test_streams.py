@@ -202,3 +202,42 @@ async def test_bad_progress_argument_is_rejected() -> None:
     with pytest.raises(TypeError, match="progress must be"):
         async with clf.stream(["ham"], progress="yes"):  # type: ignore[arg-type]
             pass
+
+
+@given(
+    n_texts=st.integers(min_value=0, max_value=120),
+    stop_at=st.integers(min_value=0, max_value=130),
+    n_callers=st.integers(min_value=0, max_value=20),
+    max_batch_size=st.integers(min_value=1, max_value=16),
+)
+async def test_streams_and_callers_share_lanes_safely(
+    n_texts: int, stop_at: int, n_callers: int, max_batch_size: int
+) -> None:
+    """A stream left at a random point, beside concurrent classify callers in the same
+    lane, leaves every caller a correct result and the classifier with nothing leaked."""
+    clf = await fitted(max_batch_size=max_batch_size, max_latency=0.001)
+    texts = [("spam " if i % 2 else "eggs ") * (1 + i % 3) + str(i) for i in range(n_texts)]
+    results: dict[int, Prediction] = {}
+    seen: list[Prediction] = []
+
+    async def caller(i: int) -> None:
+        results[i] = await clf.classify(f"ham {i}")
+
+    async def consume() -> None:
+        async with clf.stream(texts, max_in_flight=max_batch_size + 3) as stream:
+            async for p in stream:
+                if p.index == stop_at:
+                    break
+                seen.append(p)
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(consume)
+            for i in range(n_callers):
+                tasks.start_soon(caller, i)
+    assert [p.index for p in seen] == list(range(min(stop_at, n_texts)))
+    assert all(p.text == texts[p.index] for p in seen)
+    assert all(results[i].label == "ham" and results[i].text == f"ham {i}" for i in results)
+    assert len(results) == n_callers
+    assert clf.statistics().queue_depth == 0
+    assert clf.limiter_.statistics().borrowed_tokens == 0
