@@ -327,4 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except BrokenPipeError:  # e.g. piped into head
         return 0
+    except KeyboardInterrupt:
+        print("asyncclf: interrupted", file=sys.stderr)
+        return 130
     return 0
