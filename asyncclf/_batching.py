@@ -49,12 +49,14 @@ Prepare = Callable[[Hashable], tuple[Compute, Any]]
 Segment = tuple[int, int, Any]
 
 
-@dataclass(frozen=True)
 class Outcome:
     """The rows computed for one request and the tag (model) that computed them."""
 
-    segments: list[Segment]
-    tag: Any
+    __slots__ = ("segments", "tag")
+
+    def __init__(self, segments: list[Segment], tag: Any) -> None:
+        self.segments = segments
+        self.tag = tag
 
     @property
     def error(self) -> Exception | None:

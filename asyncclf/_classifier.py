@@ -69,6 +69,19 @@ class _Model:
     estimator: Any
     labels: list[Hashable]
     version: int
+    abilities: frozenset[str]
+    """The computations it supports: predict, predict_proba, decision_function, scores."""
+
+    @classmethod
+    def of(cls, estimator: Any, version: int) -> _Model:
+        abilities = {
+            name
+            for name in ("predict", "predict_proba", "decision_function")
+            if hasattr(estimator, name)
+        }
+        if abilities & {"predict_proba", "decision_function"}:
+            abilities.add("scores")
+        return cls(estimator, _labels_of(estimator), version, frozenset(abilities))
 
     def column(self, label: Hashable) -> int:
         try:
@@ -333,7 +346,7 @@ class AsyncClassifier:
     def _swap(self, estimator: Any) -> None:
         # One attribute assignment on the event loop: readers see the old or the new
         # model, whole.
-        self._model = _Model(estimator, _labels_of(estimator), self.version + 1)
+        self._model = _Model.of(estimator, self.version + 1)
 
     @property
     def limiter_(self) -> anyio.CapacityLimiter:
@@ -449,7 +462,7 @@ class AsyncClassifier:
         )
         params.setdefault("estimator", clone(estimator))
         clf = cls(**params)
-        clf._model = _Model(estimator, _labels_of(estimator), version)
+        clf._model = _Model.of(estimator, version)
         return clf
 
     # -- predictions -----------------------------------------------------------------
@@ -468,15 +481,10 @@ class AsyncClassifier:
 
         return run, model
 
-    def _require(self, model: _Model, method: str) -> None:
-        if method == "scores":
-            if hasattr(model.estimator, "predict_proba") or hasattr(
-                model.estimator, "decision_function"
-            ):
-                return
-            method = "predict_proba or decision_function"
-        elif hasattr(model.estimator, method):
+    def _require(self, model: _Model, kind: str) -> None:
+        if kind in model.abilities:
             return
+        method = "predict_proba or decision_function" if kind == "scores" else kind
         msg = f"{type(model.estimator).__name__} has no {method}, which this call needs."
         raise UnsupportedEstimatorError(msg)
 
@@ -488,8 +496,7 @@ class AsyncClassifier:
     ) -> NDArray[Any]:
         texts = check_texts(X)
         model = self._require_model()
-        if kind != "predict":
-            self._require(model, kind)
+        self._require(model, kind)
         if not texts:
             return empty(model)
         result: NDArray[Any] = (await self._rows(kind, texts)).rows()
