@@ -38,6 +38,11 @@ Overload = Literal["wait", "raise"]
 OnError = Literal["raise", "yield"]
 
 
+def _sklearn_version() -> tuple[int, int]:
+    major, minor = sklearn.__version__.split(".")[:2]
+    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+
+
 def default_estimator() -> Pipeline:
     """Return a fresh, unfitted copy of the default text pipeline.
 
@@ -48,14 +53,19 @@ def default_estimator() -> Pipeline:
     Temperature scaling keeps the SVM's ranking of the classes, so ``predict`` and
     accuracy are exactly those of the plain SVM, and ``predict`` is the argmax of
     ``predict_proba``. See docs/performance.md for accuracy and fit time.
+
+    scikit-learn added temperature scaling in 1.8, which needs Python 3.11; with an
+    older scikit-learn (on Python 3.10) the calibration is ``method="sigmoid"``, whose
+    per-class calibration can move a few predictions away from the SVM's.
     """
+    method = "temperature" if _sklearn_version() >= (1, 8) else "sigmoid"
     return Pipeline(
         [
             ("tfidf", TfidfVectorizer(sublinear_tf=True)),
             (
                 "clf",
                 CalibratedClassifierCV(
-                    LinearSVC(random_state=0), cv=2, method="temperature", ensemble=False
+                    LinearSVC(random_state=0), cv=2, method=method, ensemble=False
                 ),
             ),
         ]

@@ -3,8 +3,8 @@
 A model file is a skops archive (a zip of JSON and numpy arrays, no pickle) holding
 the fitted estimator and a header: a format marker, the asyncclf and scikit-learn
 versions that wrote it, the classes and the model version. Loading refuses any type
-outside scikit-learn, numpy and scipy's own (skops' default list plus the two
-scikit-learn calibration types the default pipeline needs) unless the caller names it,
+outside scikit-learn, numpy and scipy's own (skops' default list plus the private
+calibration types of the default pipeline) unless the caller names it,
 so a file from an untrusted source cannot run code on load.
 """
 
@@ -31,9 +31,11 @@ FORMAT_VERSION = 1
 
 DEFAULT_TRUSTED = (
     "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
     "sklearn.calibration._TemperatureScaling",
 )
-"""Types trusted beyond skops' defaults: private parts of ``CalibratedClassifierCV``."""
+"""Types trusted beyond skops' defaults: private parts of ``CalibratedClassifierCV``
+(temperature scaling on scikit-learn >= 1.8, sigmoid before)."""
 
 
 def dump_model(

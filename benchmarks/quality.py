@@ -15,10 +15,12 @@ from __future__ import annotations
 import copy
 import statistics
 import time
+from typing import Any
 
 import anyio
 import numpy as np
 from _data import load, news_split
+from numpy.typing import NDArray
 from sklearn.feature_extraction.text import HashingVectorizer, TfidfVectorizer
 from sklearn.linear_model import SGDClassifier
 from sklearn.model_selection import StratifiedKFold
@@ -117,7 +119,7 @@ def main() -> None:
     folds = StratifiedKFold(5, shuffle=True, random_state=0)
     for train, test in folds.split(texts, labels):
 
-        async def fold(train: np.ndarray = train, test: np.ndarray = test) -> float:
+        async def fold(train: NDArray[Any] = train, test: NDArray[Any] = test) -> float:
             clf = await AsyncClassifier().fit(list(texts[train]), list(labels[train]))
             return await clf.score(list(texts[test]), list(labels[test]))
 
