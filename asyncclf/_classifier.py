@@ -122,7 +122,6 @@ _COMPUTE = {
 
 def _fit(estimator: Any, texts: list[str], labels: list[Hashable]) -> Any:
     estimator.fit(texts, labels)
-    _labels_of(estimator)
     return estimator
 
 
@@ -145,7 +144,6 @@ def _partial_fit(
         final.partial_fit(head.transform(texts), labels, classes=classes)
     else:
         estimator.partial_fit(texts, labels, classes=classes)
-    _labels_of(estimator)
     return estimator
 
 
@@ -301,7 +299,7 @@ class AsyncClassifier:
         ``fit``. Batching settings apply to batches formed from now on.
         """
         nested: dict[str, Any] = {}
-        old = {name: getattr(self, name) for name in self._PARAMS}
+        direct: dict[str, Any] = {}
         for key, value in params.items():
             name, _, sub = key.partition("__")
             if name not in self._PARAMS or (sub and name != "estimator"):
@@ -310,7 +308,10 @@ class AsyncClassifier:
             if sub:
                 nested[sub] = value
             else:
-                setattr(self, name, value)
+                direct[name] = value
+        old = {name: getattr(self, name) for name in self._PARAMS}
+        for name, value in direct.items():
+            setattr(self, name, value)
         try:
             self._check_params()
         except ValueError:
@@ -417,7 +418,10 @@ class AsyncClassifier:
                 f"estimator that learns incrementally (e.g. SGDClassifier or MultinomialNB)."
             )
             raise UnsupportedEstimatorError(msg)
-        class_list = None if classes is None else check_labels(classes, len(list(classes)))
+        class_list = None
+        if classes is not None:
+            given = list(classes)
+            class_list = check_labels(given, len(given))
         async with self._fit_lock.get():
             serving = None if self._model is None else self._model.estimator
             if serving is None and class_list is None:

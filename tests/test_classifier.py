@@ -253,7 +253,7 @@ async def test_get_and_set_params_follow_sklearn() -> None:
     assert clf.max_latency == 0.0
     assert clf.estimator.fail_on == "NOPE"
     with pytest.raises(ValueError, match="Invalid parameter 'bogus'"):
-        clf.set_params(bogus=1)
+        clf.set_params(max_batch_size=4, bogus=1)
     with pytest.raises(ValueError, match="max_batch_size must be an int >= 1"):
         clf.set_params(max_batch_size=0)
     assert clf.max_batch_size == 8, "a rejected set_params must not change anything"
