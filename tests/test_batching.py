@@ -270,3 +270,66 @@ async def test_results_are_identical_with_batching_on_or_off(texts: list[str]) -
         return out
 
     assert await run(batched) == await run(single)
+
+
+async def test_concurrent_rank_and_group_share_batches_and_stay_correct() -> None:
+    """rank calls for different labels and group calls share score batches; each gets
+    the answer it would get alone."""
+    clf, log, gate = await recording()
+    texts = ["spam spam", "eggs", "ham ham ham", "spam eggs eggs"]
+    alone = {label: await clf.rank(texts, label) for label in ("ham", "spam", "eggs")}
+    log.batches.clear()
+    results: dict[str, Any] = {}
+
+    async def rank(label: str) -> None:
+        results[label] = await clf.rank(texts, label)
+
+    async def group() -> None:
+        results["group"] = await clf.group(texts)
+
+    await hold(gate)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "first")
+            await wait_entered(gate)
+            for label in ("ham", "spam", "eggs"):
+                tasks.start_soon(rank, label)
+            tasks.start_soon(group)
+            await wait_all_tasks_blocked()
+            gate.release.set()
+    assert [len(b) for b in log.batches] == [1, 16]
+    for label in ("ham", "spam", "eggs"):
+        assert results[label] == alone[label]
+    assert [r.index for r in results["group"]["spam"]] == [0]
+
+
+async def test_queued_calls_use_the_model_that_answers_them() -> None:
+    """Calls queued when a new model is swapped in are answered by it: a rank reads the
+    right column even though the classes changed order, classify reports the version."""
+    clf, _, gate = await recording(limiter=anyio.CapacityLimiter(1))
+    await hold(gate)
+    results: dict[str, Any] = {}
+
+    async def rank() -> None:
+        results["rank"] = await clf.rank(["eggs eggs", "spam", "ham ham"], "spam")
+
+    async def classify() -> None:
+        results["classify"] = await clf.classify("spam spam")
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "first")
+            await wait_entered(gate)
+            tasks.start_soon(rank)
+            tasks.start_soon(classify)
+            await wait_all_tasks_blocked()
+            # What a refit finishing now does: swap in a model whose classes differ.
+            new = RecordingClassifier().fit(["spam", "eggs", "zebra"], ["spam", "eggs", "zebra"])
+            clf._swap(new)
+            gate.release.set()
+    assert list(clf.classes_) == ["eggs", "spam", "zebra"]
+    # The old model would order these [1, 0, 2]; the new model's zebra column, [2, 1, 0].
+    assert [r.index for r in results["rank"]] == [1, 2, 0]
+    expected = new.predict_proba(["spam", "ham ham", "eggs eggs"])[:, 1]
+    assert [r.score for r in results["rank"]] == pytest.approx(list(expected))
+    assert (results["classify"].label, results["classify"].version) == ("spam", 2)
