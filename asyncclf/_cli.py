@@ -240,10 +240,10 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("model", metavar="MODEL", help="a model file saved by train")
         command.add_argument(
             "--trusted",
-            nargs="*",
+            action="append",
             default=[],
             metavar="TYPE",
-            help="extra types to trust in MODEL (only for files from a source you trust)",
+            help="a type to trust in MODEL, repeatable (only for files from a trusted source)",
         )
 
     def texts(command: argparse.ArgumentParser) -> None:

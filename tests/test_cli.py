@@ -192,3 +192,35 @@ def test_console_entry_point_runs_without_traceback(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("asyncclf: ")
+
+
+def test_trusted_types_can_be_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A model holding a non-sklearn type loads only with --trusted naming it."""
+    import anyio
+
+    from asyncclf import AsyncClassifier
+
+    from .fakes import TRAIN_X, TRAIN_Y, KeywordClassifier
+
+    async def save() -> None:
+        clf = await AsyncClassifier(KeywordClassifier()).fit(TRAIN_X, TRAIN_Y)
+        await clf.save(tmp_path / "fake.skops")
+
+    anyio.run(save)
+    source = tmp_path / "in.txt"
+    source.write_text("spam spam\n", encoding="utf-8")
+    status, _, err = run(["classify", str(tmp_path / "fake.skops"), str(source)], capsys)
+    assert status == 1
+    assert "tests.fakes.KeywordClassifier" in err
+    status, out, _ = run(
+        [
+            "classify",
+            "--trusted",
+            "tests.fakes.KeywordClassifier",
+            str(tmp_path / "fake.skops"),
+            str(source),
+        ],
+        capsys,
+    )
+    assert status == 0
+    assert json.loads(out)["label"] == "spam"
