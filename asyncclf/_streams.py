@@ -70,11 +70,16 @@ async def _iterate(source: Iterable[str] | AsyncIterable[str]) -> AsyncGenerator
 
 
 class _Window:
-    """Counts texts read but not yet consumed; the reader waits while it is full."""
+    """Counts texts read but not yet consumed; the reader waits while it is full.
+
+    A waiting reader is woken only once the window has drained to half, so that it
+    refills many texts per wake-up instead of one per text consumed.
+    """
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.used = 0
+        self._low = size // 2
         self._room: anyio.Event | None = None
 
     async def acquire(self) -> None:
@@ -85,7 +90,7 @@ class _Window:
 
     def release(self, n: int = 1) -> None:
         self.used -= n
-        if self._room is not None:
+        if self._room is not None and self.used <= self._low:
             self._room.set()
             self._room = None
 

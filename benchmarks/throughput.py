@@ -2,6 +2,9 @@
 
 Usage: python benchmarks/throughput.py [--quick]
 
+Each ratio is the median over repeats of (sync time / async time), the two measured back
+to back, so that the machine's drift cancels.
+
 On the 20 Newsgroups test set with the default pipeline, prints throughput as a ratio
 of one synchronous vectorised ``predict_proba`` over the same texts, for naive per-text
 ``anyio.to_thread.run_sync``, ``stream`` and 5,000 concurrent ``classify`` callers, on
@@ -29,6 +32,15 @@ from asyncclf import AsyncClassifier
 
 def best_of(repeats: int, run: Callable[[], float]) -> float:
     return min(run() for _ in range(repeats))
+
+
+def paired(repeats: int, baseline: Callable[[], float], variant: Callable[[], float]) -> float:
+    """Median of baseline/variant time ratios, each pair measured back to back.
+
+    The machine's speed drifts (shared, noisy); measuring the pair side by side cancels
+    most of it.
+    """
+    return statistics.median(baseline() / variant() for _ in range(repeats))
 
 
 def timed_sync(func: Callable[[], Any]) -> float:
@@ -60,7 +72,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def peer_ratio(estimator: Any, callers: list[str], base: float, repeats: int) -> float | None:
+def peer_ratio(
+    estimator: Any, callers: list[str], baseline: Callable[[], float], repeats: int
+) -> float | None:
     """The same 5,000 concurrent callers through async-batcher (asyncio only), if installed."""
     try:
         from async_batcher.batcher import AsyncBatcher
@@ -83,7 +97,7 @@ def peer_ratio(estimator: Any, callers: list[str], base: float, repeats: int) ->
                 tasks.start_soon(one, text)
         await batcher.stop()
 
-    return base / best_of(repeats, functools.partial(timed_async, "asyncio", run))
+    return paired(repeats, baseline, functools.partial(timed_async, "asyncio", run))
 
 
 def main() -> None:
@@ -104,7 +118,6 @@ def main() -> None:
     print(f"20 Newsgroups test texts: {len(texts)}; concurrent callers: {len(callers)}")
 
     base = best_of(repeats, lambda: timed_sync(lambda: estimator.predict_proba(texts)))
-    base_callers = best_of(repeats, lambda: timed_sync(lambda: estimator.predict_proba(callers)))
     print(f"sync vectorised predict_proba: {len(texts) / base:,.0f} texts/s (the 1.00 mark)")
 
     async def naive() -> None:
@@ -140,19 +153,42 @@ def main() -> None:
             for text in callers:
                 tasks.start_soon(one, text)
 
-    rows = []
+    def sync_texts() -> float:
+        return timed_sync(functools.partial(estimator.predict_proba, texts))
+
+    def sync_callers() -> float:
+        return timed_sync(functools.partial(estimator.predict_proba, callers))
+
+    def measure(backend: str) -> list[tuple[str, str, float]]:
+        def run(job: Callable[[], Awaitable[Any]]) -> Callable[[], float]:
+            return functools.partial(timed_async, backend, job)
+
+        def with_spawning() -> float:
+            return sync_callers() + run(spawn_only)()
+
+        return [
+            (backend, "naive per-text to_thread", paired(1, sync_callers, run(naive))),
+            (backend, "stream", paired(repeats, sync_texts, run(stream))),
+            (
+                backend,
+                f"{len(callers)} concurrent classify",
+                paired(repeats, sync_callers, run(concurrent)),
+            ),
+            (
+                backend,
+                "  ceiling: spawning the callers",
+                paired(repeats, sync_callers, with_spawning),
+            ),
+        ]
+
+    # Warm up first (threads, caches, lazily built state), so that the backend measured
+    # first is not the one that pays for it.
     for backend in ("asyncio", "trio"):
-        naive_time = timed_async(backend, naive)
-        stream_time = best_of(repeats, functools.partial(timed_async, backend, stream))
-        classify_time = best_of(repeats, functools.partial(timed_async, backend, concurrent))
-        spawn_time = best_of(repeats, functools.partial(timed_async, backend, spawn_only))
-        rows.append((backend, "naive per-text to_thread", base_callers / naive_time))
-        rows.append((backend, "stream", base / stream_time))
-        rows.append((backend, f"{len(callers)} concurrent classify", base_callers / classify_time))
-        rows.append(
-            (backend, "  ceiling: spawning the callers", base_callers / (base_callers + spawn_time))
-        )
-    peer = peer_ratio(estimator, callers, base_callers, repeats)
+        timed_async(backend, stream)
+        timed_async(backend, concurrent)
+    sync_texts()
+    rows = measure("asyncio") + measure("trio")
+    peer = peer_ratio(estimator, callers, sync_callers, repeats)
     if peer is not None:
         rows.append(("asyncio", "async-batcher 0.2.2 (peer)", peer))
     print("\nthroughput as a ratio of one sync vectorised predict_proba (higher is better):")
