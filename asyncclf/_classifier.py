@@ -196,12 +196,6 @@ def _check_k(k: int | None) -> None:
         raise InvalidInputError(msg)
 
 
-def _asyncclf_version() -> str:
-    from . import __version__
-
-    return __version__
-
-
 class AsyncClassifier:
     """Awaitable fit, predict, rank and group for a scikit-learn text classifier.
 
@@ -448,9 +442,7 @@ class AsyncClassifier:
         model = self._require_model()
         from ._persistence import dump_model
 
-        await self._executor.run(
-            dump_model, path, model.estimator, model.labels, model.version, _asyncclf_version()
-        )
+        await self._executor.run(dump_model, path, model.estimator, model.labels, model.version)
 
     @classmethod
     async def load(

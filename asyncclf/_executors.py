@@ -141,19 +141,17 @@ class ThreadExecutor:
 
     def set_limiter(self, limiter: anyio.CapacityLimiter | None) -> None:
         """Use ``limiter``, or (``None``) a limiter with a token per CPU, at least 2."""
+        cpus = available_cpus()
         self._given = limiter
-        self._default = PerBackend(lambda: anyio.CapacityLimiter(max(2, available_cpus())))
+        self._default = PerBackend(lambda: anyio.CapacityLimiter(max(2, cpus)))
+        tokens = cpus if limiter is None else min(limiter.total_tokens, cpus)
+        self.native_threads = max(1, cpus // max(1, int(tokens)))
+        """BLAS/OpenMP threads allowed per worker call: cores // limiter tokens."""
 
     @property
     def limiter(self) -> anyio.CapacityLimiter:
         """The limiter in force (call it inside an event loop)."""
         return self._given if self._given is not None else self._default.get()
-
-    @property
-    def native_threads(self) -> int:
-        """BLAS/OpenMP threads allowed per worker call."""
-        tokens = self._given.total_tokens if self._given is not None else available_cpus()
-        return max(1, available_cpus() // max(1, int(min(tokens, available_cpus()))))
 
     @asynccontextmanager
     async def slot(self) -> Any:

@@ -43,9 +43,10 @@ def dump_model(
     estimator: Any,
     labels: list[Hashable],
     version: int,
-    asyncclf_version: str,
 ) -> None:
     """Write the model to ``path`` atomically: a temporary file, then a rename."""
+    from . import __version__ as asyncclf_version
+
     header = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

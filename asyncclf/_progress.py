@@ -48,13 +48,6 @@ class Reporter:
             self._callback(done, self.total)
         self._done = done
 
-    def refresh(self) -> None:
-        """Report again, unchanged: a heartbeat while work with no steps runs."""
-        if self._bar is not None:
-            self._bar.refresh()
-        elif self._callback is not None:
-            self._callback(self._done, self.total)
-
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
