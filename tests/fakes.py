@@ -26,6 +26,17 @@ class Gate:
     def __deepcopy__(self, memo: dict[int, Any]) -> Gate:
         return self
 
+    def close(self) -> None:
+        """Hold the next calls that pass through (until ``release`` is set again)."""
+        self.release.clear()
+        self.entered.clear()
+
+    async def wait_entered(self) -> None:
+        """Wait, off the event loop, until a worker thread is held in the gate."""
+        import anyio.to_thread
+
+        assert await anyio.to_thread.run_sync(self.entered.wait, 10)
+
     def pass_through(self) -> None:
         self.calls += 1
         self.threads.add(threading.get_ident())

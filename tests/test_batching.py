@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 import anyio
@@ -30,13 +32,21 @@ async def recording(**kwargs: Any) -> tuple[AsyncClassifier, CallLog, Gate]:
     return clf, log, gate
 
 
-async def hold(gate: Gate) -> None:
-    gate.release.clear()
-    gate.entered.clear()
-
-
-async def wait_entered(gate: Gate) -> None:
-    assert await anyio.to_thread.run_sync(gate.entered.wait, 10)
+async def behind_a_held_batch(
+    gate: Gate,
+    first: Callable[[], Coroutine[Any, Any, Any]],
+    queued: list[Callable[[], Coroutine[Any, Any, Any]]],
+) -> None:
+    """Run ``first`` until its batch is held in the gate, start ``queued`` so that they
+    wait behind it, then release the gate and let everything finish."""
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(first)
+            await gate.wait_entered()
+            for call in queued:
+                tasks.start_soon(call)
+            await wait_all_tasks_blocked()
+            gate.release.set()
 
 
 def expected(clf: AsyncClassifier, text: str) -> tuple[Any, float]:
@@ -47,20 +57,13 @@ def expected(clf: AsyncClassifier, text: str) -> tuple[Any, float]:
 async def test_concurrent_callers_share_batches() -> None:
     """Callers queued behind a running batch are answered together in the next one."""
     clf, log, gate = await recording()
-    await hold(gate)
+    gate.close()
     results: dict[int, Prediction] = {}
 
     async def call(i: int) -> None:
         results[i] = await clf.classify(f"spam {i}" if i % 2 else f"ham {i}")
 
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(call, 0)
-            await wait_entered(gate)
-            for i in range(1, 50):
-                tasks.start_soon(call, i)
-            await wait_all_tasks_blocked()
-            gate.release.set()
+    await behind_a_held_batch(gate, partial(call, 0), [partial(call, i) for i in range(1, 50)])
     assert [len(b) for b in log.batches] == [1, 49]
     for i, prediction in results.items():
         assert prediction.text == (f"spam {i}" if i % 2 else f"ham {i}")
@@ -92,7 +95,7 @@ async def test_batches_respect_max_batch_size_and_large_calls_are_split() -> Non
 async def test_one_bad_text_fails_only_its_caller() -> None:
     """The estimator's exception reaches only the caller whose text caused it."""
     clf, _, gate = await recording()
-    await hold(gate)
+    gate.close()
     outcomes: dict[int, Any] = {}
     texts = [f"ham {i}" for i in range(20)]
     texts[7] = "a BOOM here"
@@ -103,14 +106,7 @@ async def test_one_bad_text_fails_only_its_caller() -> None:
         except ValueError as exc:
             outcomes[i] = exc
 
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(call, 0)
-            await wait_entered(gate)
-            for i in range(1, 20):
-                tasks.start_soon(call, i)
-            await wait_all_tasks_blocked()
-            gate.release.set()
+    await behind_a_held_batch(gate, partial(call, 0), [partial(call, i) for i in range(1, 20)])
     assert isinstance(outcomes[7], ValueError)
     assert "cannot score 'a BOOM here'" in str(outcomes[7])
     for i in set(range(20)) - {7}:
@@ -125,11 +121,11 @@ async def test_one_bad_text_fails_only_its_caller() -> None:
 async def test_cancelled_while_queued_is_never_computed() -> None:
     """A caller cancelled while queued is withdrawn: its text never reaches the estimator."""
     clf, log, gate = await recording()
-    await hold(gate)
+    gate.close()
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.classify, "first")
-            await wait_entered(gate)
+            await gate.wait_entered()
             with anyio.CancelScope() as doomed_scope:
                 doomed_scope.cancel()
                 await clf.classify("doomed")
@@ -145,7 +141,7 @@ async def test_cancelled_while_queued_is_never_computed() -> None:
 async def test_leader_cancelled_while_its_batch_runs_still_serves_the_others() -> None:
     """Cancelling the caller that runs a batch loses only its own result."""
     clf, log, gate = await recording(max_latency=0.05)
-    await hold(gate)
+    gate.close()
     results: dict[str, Prediction] = {}
     leader_scope = anyio.CancelScope()
 
@@ -159,7 +155,7 @@ async def test_leader_cancelled_while_its_batch_runs_still_serves_the_others() -
             await wait_all_tasks_blocked()
             for i in range(5):
                 tasks.start_soon(call, f"spam {i}")
-            await wait_entered(gate)
+            await gate.wait_entered()
             leader_scope.cancel()
             await wait_all_tasks_blocked()
             gate.release.set()
@@ -226,11 +222,11 @@ async def test_full_queue_raises_overloaded_or_waits() -> None:
     clf, _, gate = await recording(
         max_batch_size=2, max_queue=2, overload="raise", limiter=anyio.CapacityLimiter(1)
     )
-    await hold(gate)
+    gate.close()
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.classify, "running")
-            await wait_entered(gate)
+            await gate.wait_entered()
             tasks.start_soon(clf.classify, "queued 1")
             tasks.start_soon(clf.classify, "queued 2")
             await wait_all_tasks_blocked()
@@ -287,16 +283,9 @@ async def test_concurrent_rank_and_group_share_batches_and_stay_correct() -> Non
     async def group() -> None:
         results["group"] = await clf.group(texts)
 
-    await hold(gate)
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(clf.classify, "first")
-            await wait_entered(gate)
-            for label in ("ham", "spam", "eggs"):
-                tasks.start_soon(rank, label)
-            tasks.start_soon(group)
-            await wait_all_tasks_blocked()
-            gate.release.set()
+    gate.close()
+    ranks = [partial(rank, label) for label in ("ham", "spam", "eggs")]
+    await behind_a_held_batch(gate, partial(clf.classify, "first"), [*ranks, group])
     assert [len(b) for b in log.batches] == [1, 16]
     for label in ("ham", "spam", "eggs"):
         assert results[label] == alone[label]
@@ -307,7 +296,7 @@ async def test_queued_calls_use_the_model_that_answers_them() -> None:
     """Calls queued when a new model is swapped in are answered by it: a rank reads the
     right column even though the classes changed order, classify reports the version."""
     clf, _, gate = await recording(limiter=anyio.CapacityLimiter(1))
-    await hold(gate)
+    gate.close()
     results: dict[str, Any] = {}
 
     async def rank() -> None:
@@ -319,7 +308,7 @@ async def test_queued_calls_use_the_model_that_answers_them() -> None:
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.classify, "first")
-            await wait_entered(gate)
+            await gate.wait_entered()
             tasks.start_soon(rank)
             tasks.start_soon(classify)
             await wait_all_tasks_blocked()

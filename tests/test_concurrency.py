@@ -28,9 +28,14 @@ class BrokenFit(KeywordClassifier):
         raise RuntimeError(msg)
 
 
-async def wait_entered(gate: Gate) -> None:
-    """Wait (off the loop) until a worker thread is held in the gate."""
-    assert await anyio.to_thread.run_sync(gate.entered.wait, 10)
+async def fitted_then_gated(method: str) -> tuple[AsyncClassifier, Gate]:
+    """A fitted classifier whose next ``method`` calls will be held in the gate."""
+    gate = Gate()
+    clf = AsyncClassifier(KeywordClassifier(gate=gate, block=[method]))
+    gate.release.set()
+    await clf.fit(TRAIN_X, TRAIN_Y)
+    gate.close()
+    return clf, gate
 
 
 def tokens(clf: AsyncClassifier) -> int:
@@ -58,7 +63,7 @@ async def test_work_holds_the_classifiers_own_limiter() -> None:
     default = anyio.to_thread.current_default_thread_limiter()
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(clf.predict_proba, ["spam"])
-        await wait_entered(gate)
+        await gate.wait_entered()
         assert tokens(clf) == 1
         # wait_entered itself borrows one default token; the classifier's call does not.
         assert default.statistics().borrowed_tokens == 0
@@ -77,17 +82,12 @@ async def test_shared_limiter_bounds_several_classifiers() -> None:
 
 async def test_predictions_during_a_fit_use_the_old_model_and_do_not_wait() -> None:
     """While a refit is held in its thread, predictions complete with the old model."""
-    gate = Gate()
-    clf = AsyncClassifier(KeywordClassifier(gate=gate, block=["fit"]))
-    gate.release.set()
-    await clf.fit(TRAIN_X, TRAIN_Y)
+    clf, gate = await fitted_then_gated("fit")
     old = clf.estimator_
-    gate.release.clear()
-    gate.entered.clear()
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.fit, ["ham", "eggs"], ["ham", "eggs"])
-            await wait_entered(gate)
+            await gate.wait_entered()
             prediction = await clf.classify("spam spam")
             assert (prediction.label, prediction.version) == ("spam", 1)
             assert clf.estimator_ is old
@@ -113,18 +113,13 @@ async def test_failed_fit_keeps_the_serving_model() -> None:
 @pytest.mark.parametrize("method", ["fit", "partial_fit"])
 async def test_cancelled_fit_keeps_the_serving_model(method: str) -> None:
     """Cancelling a fit mid-run discards the result, leaks no token, and fit still works."""
-    gate = Gate()
-    clf = AsyncClassifier(KeywordClassifier(gate=gate, block=[method]))
-    gate.release.set()
-    await clf.fit(TRAIN_X, TRAIN_Y)
+    clf, gate = await fitted_then_gated(method)
     old = clf.estimator_
-    gate.release.clear()
-    gate.entered.clear()
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tasks:
             call = getattr(clf, method)
             tasks.start_soon(call, ["ham", "eggs"], ["ham", "eggs"])
-            await wait_entered(gate)
+            await gate.wait_entered()
             tasks.cancel_scope.cancel()
             # The worker cannot be interrupted: the cancellation lands once it returns.
             gate.release.set()
@@ -142,7 +137,7 @@ async def test_concurrent_fits_run_one_at_a_time() -> None:
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.fit, TRAIN_X, TRAIN_Y)
-            await wait_entered(gate)
+            await gate.wait_entered()
             tasks.start_soon(clf.fit, ["ham", "eggs"], ["ham", "eggs"])
             await wait_all_tasks_blocked()
             assert gate.calls == 1
@@ -171,7 +166,7 @@ async def test_cancelled_prediction_leaks_nothing() -> None:
         with anyio.CancelScope() as scope:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(clf.predict_proba, ["spam"])
-                await wait_entered(gate)
+                await gate.wait_entered()
                 scope.cancel()
                 gate.release.set()
         assert scope.cancelled_caught
@@ -202,7 +197,7 @@ async def test_calls_under_different_sklearn_configs_never_share_a_batch() -> No
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.classify, "plain 0")
-            await wait_entered(gate)
+            await gate.wait_entered()
             for i in range(1, 4):
                 tasks.start_soon(clf.classify, f"plain {i}")
             await wait_all_tasks_blocked()
@@ -245,7 +240,7 @@ async def test_event_loop_stays_responsive_during_a_fit() -> None:
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.fit, TRAIN_X, TRAIN_Y)
-            await wait_entered(gate)
+            await gate.wait_entered()
             for _ in range(100):
                 await checkpoint()
                 ticks += 1
