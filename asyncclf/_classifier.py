@@ -8,6 +8,7 @@ import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Hashable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar, Literal
 
 import anyio
@@ -23,6 +24,7 @@ from sklearn.metrics import accuracy_score
 from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 from sklearn.utils.validation import check_is_fitted
+from typing_extensions import Self
 
 from . import _ranking, _streams
 from ._batching import Batcher, Outcome
@@ -431,41 +433,68 @@ class AsyncClassifier:
 
     # -- persistence -----------------------------------------------------------------
 
-    async def save(self, path: str | os.PathLike[str]) -> None:
+    async def save(self, path: str | os.PathLike[str]) -> str:
         """Save the serving model to ``path`` as a skops file, atomically.
 
         Serialisation and file I/O run in a worker thread. The file is written next to
         ``path`` and renamed over it, so a crash never leaves a half-written model where
         a good one was. Cancelling takes effect when the worker finishes; the file is
-        then complete or untouched.
+        then complete or untouched. See docs/persistence.md for modes and links.
+
+        Returns:
+            The SHA-256 digest (hex) of the file written: pin it with
+            ``load(path, sha256=...)`` to detect any later change to the file.
+
+        Raises:
+            PersistenceError: the model cannot be serialised or the file not written.
         """
         model = self._require_model()
         from ._persistence import dump_model
 
-        await self._executor.run(dump_model, path, model.estimator, model.labels, model.version)
+        return await self._executor.run(
+            dump_model, path, model.estimator, model.labels, model.version
+        )
 
     @classmethod
     async def load(
-        cls, path: str | os.PathLike[str], *, trusted: Iterable[str] = (), **params: Any
-    ) -> AsyncClassifier:
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        trusted: Iterable[str] = (),
+        sha256: str | None = None,
+        max_size: int | None = None,
+        **params: Any,
+    ) -> Self:
         """Load a model saved by :meth:`save` and return a classifier serving it.
 
         Reading and deserialisation run in a worker thread. The file may come from an
         untrusted source: any type outside scikit-learn, numpy and scipy's own is
         refused with :class:`PersistenceError` unless named in ``trusted`` (e.g.
-        ``["mypackage.MyTransformer"]``). ``params`` are passed to the constructor;
-        ``estimator`` defaults to an unfitted clone of the loaded one, so a later
-        ``fit`` trains the same kind of model.
+        ``["mypackage.MyTransformer"]``). That keeps code from running; it does not
+        prove the weights are the ones saved: pin ``sha256`` (the digest ``save``
+        returned) for that. ``params`` are passed to the constructor; ``estimator``
+        defaults to an unfitted clone of the loaded one, so a later ``fit`` trains the
+        same kind of model.
+
+        Args:
+            path: The model file.
+            trusted: Type names to allow beyond scikit-learn, numpy and scipy's own.
+            sha256: The expected SHA-256 digest (hex) of the file; any other content
+                is refused before it is parsed.
+            max_size: Most bytes the file may hold once decompressed (``None``: the
+                default bound, see docs/persistence.md), so a small file cannot
+                expand to fill memory.
 
         Raises:
-            PersistenceError: the file is unreadable, truncated, corrupt, tampered
-                with, or holds untrusted types.
+            PersistenceError: the file is unreadable, truncated, corrupt, too large,
+                tampered with, differs from ``sha256``, or holds untrusted types.
         """
         from ._persistence import load_model
 
         trusted = list(trusted)
         estimator, version, _ = await anyio.to_thread.run_sync(
-            load_model, path, trusted, limiter=anyio.CapacityLimiter(1)
+            partial(load_model, path, trusted, sha256=sha256, max_size=max_size),
+            limiter=anyio.CapacityLimiter(1),
         )
         params.setdefault("estimator", clone(estimator))
         clf = cls(**params)

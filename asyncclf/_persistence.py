@@ -10,6 +10,7 @@ so a file from an untrusted source cannot run code on load.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import warnings
@@ -43,8 +44,8 @@ def dump_model(
     estimator: Any,
     labels: list[Hashable],
     version: int,
-) -> None:
-    """Write the model to ``path`` atomically: a temporary file, then a rename."""
+) -> str:
+    """Write the model to ``path`` atomically; return the file's SHA-256 digest (hex)."""
     from . import __version__ as asyncclf_version
 
     header = {
@@ -71,10 +72,15 @@ def dump_model(
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    return hashlib.sha256(data).hexdigest()
 
 
 def load_model(
-    path: str | os.PathLike[str], trusted: Iterable[str] = ()
+    path: str | os.PathLike[str],
+    trusted: Iterable[str] = (),
+    *,
+    sha256: str | None = None,
+    max_size: int | None = None,
 ) -> tuple[Any, int, dict[str, Any]]:
     """Read a model file; return the estimator, its model version and its header.
 
