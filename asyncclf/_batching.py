@@ -10,19 +10,25 @@ How a batch forms, with no background task:
   leadership on to the next waiting request, so the next batch forms while this one
   runs. Under load, requests pile up while every token is busy and batches grow on
   their own.
-* The batch runs in a worker thread, shielded from cancellation, so a leader cancelled
-  mid-run still delivers everybody else's results. If the estimator raises, the batch
-  is bisected in the same thread until every failing text is found: only the request
-  holding it gets the exception, everyone else gets a correct result.
+* The batch owns its limiter token and its worker thread: the thread hands the
+  results to every request through the event loop when it ends, whoever still waits.
+  A leader cancelled while its batch runs returns at once; the batch completes for
+  everybody else and then gives its token back. If the estimator raises, the worker
+  retries parts of the batch (see :func:`run_batch`) until it knows whom the failure
+  belongs to: only those requests get an exception, everyone else a correct result.
 * A request cancelled while queued is withdrawn before any batch takes it; one cancelled
   while its batch runs loses only its own result.
+* Settings changed meanwhile apply to batches formed afterwards: a request queued
+  before ``max_batch_size`` was lowered runs alone, in chunks of the new size.
 
 Calls with more than ``max_batch_size`` texts skip the queue and run in chunks of that
-size: they are already vectorised.
+size, one token at a time: they are already vectorised. They stop at the first chunk
+that fails, since the caller can only receive one exception.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -34,7 +40,7 @@ import anyio.lowlevel
 import numpy as np
 
 from ._errors import AsyncClfError, OverloadedError
-from ._executors import ThreadExecutor
+from ._executors import Job, ThreadExecutor
 from ._types import BatchStatistics
 
 __all__ = ["Batcher", "Outcome", "Request"]
@@ -47,6 +53,9 @@ Prepare = Callable[[Hashable], tuple[Compute, Any]]
 # A run of consecutive texts [start, stop) of one batch and its rows, or the exception
 # the estimator raised for that (single) text.
 Segment = tuple[int, int, Any]
+# A request's texts [start, stop) in its batch, and whether each text needs its own
+# outcome (a stream's texts) rather than one for the whole request.
+Span = tuple[int, int, bool]
 
 
 class Outcome:
@@ -79,11 +88,13 @@ class Outcome:
 class Request:
     """Texts waiting in a lane for their rows."""
 
-    __slots__ = ("event", "lane", "outcome", "queued_at", "taken", "texts")
+    __slots__ = ("event", "lane", "outcome", "per_item", "queued_at", "taken", "texts")
 
-    def __init__(self, lane: _Lane, texts: list[str]) -> None:
+    def __init__(self, lane: _Lane | None, texts: list[str], per_item: bool = False) -> None:
         self.lane = lane
         self.texts = texts
+        self.per_item = per_item
+        """Whether each text needs its own outcome when the estimator fails."""
         self.outcome: Outcome | None = None
         self.event: anyio.Event | None = None
         self.queued_at = time.perf_counter()
@@ -104,35 +115,125 @@ class _Lane:
     full: anyio.Event | None = None
 
 
-def run_isolated(compute: Compute, texts: list[str]) -> tuple[list[Segment], int]:
-    """Run ``compute`` on ``texts``; bisect on failure to blame single texts.
+def _own(error: Exception) -> Exception:
+    """A copy of ``error`` for one of several callers, chained to the original.
+
+    Raising one exception object in many tasks would pile every task's traceback onto
+    it; each caller raises its own copy instead. An exception that cannot be copied
+    is shared as it is.
+    """
+    try:
+        clone = copy.copy(error)
+    except Exception:
+        return error
+    if type(clone) is not type(error):  # pragma: no cover - a __reduce__ that lies
+        return error
+    clone.__cause__ = error
+    clone.__suppress_context__ = True
+    return clone
+
+
+def _nan_rows(rows: Any) -> list[int]:
+    """Positions of rows holding NaN in a float result (a score cannot be NaN)."""
+    if not isinstance(rows, np.ndarray) or rows.dtype.kind not in "fc" or not len(rows):
+        return []
+    bad = np.isnan(rows.reshape(len(rows), -1)).any(axis=1)
+    return np.flatnonzero(bad).tolist() if bad.any() else []
+
+
+def run_batch(
+    compute: Compute, texts: list[str], spans: list[Span], limit: int
+) -> tuple[list[Segment], int]:
+    """Compute rows for ``texts``; when the estimator raises, find whom it fails.
+
+    ``spans`` are the batch's requests, in order: ``(start, stop, per_item)``. One
+    estimator call answers the whole batch when it can, in chunks of at most ``limit``
+    texts. When it raises, the requests are split in halves and each half is retried;
+    when both halves fail, each of their requests is retried alone. A request that
+    fails alone gets the exception, unless it is ``per_item`` (a stream's texts):
+    then its texts are searched the same way. This finds a lone bad text in about
+    ``2 log2(requests)`` calls, and a batch that fails everywhere costs at most one
+    call per request (per text for ``per_item`` ones) and three passes over its
+    texts, not the ``2n - 1`` calls of a full bisection. A row holding NaN fails its
+    text alone.
 
     Returns the segments covering ``texts`` in order and the number of calls made.
     """
     segments: list[Segment] = []
     calls = 0
 
-    def attempt(start: int, stop: int) -> None:
+    def run(units: list[Span]) -> Exception | None:
         nonlocal calls
-        calls += 1
-        chunk = texts if stop - start == len(texts) else texts[start:stop]
+        start, stop = units[0][0], units[-1][1]
+        parts = []
         try:
-            rows = compute(chunk)
-            if len(rows) != stop - start:
-                msg = f"The estimator returned {len(rows)} rows for {stop - start} texts."
-                raise AsyncClfError(msg)
+            for first in range(start, stop, limit):
+                last = min(first + limit, stop)
+                calls += 1
+                chunk = texts if last - first == len(texts) else texts[first:last]
+                rows = np.asarray(compute(chunk))
+                if rows.ndim == 0 or len(rows) != last - first:
+                    msg = (
+                        f"The estimator returned {rows.size if rows.ndim == 0 else len(rows)} "
+                        f"rows for {last - first} texts."
+                    )
+                    raise AsyncClfError(msg)
+                parts.append(rows)
         except Exception as exc:
-            if stop - start == 1:
-                segments.append((start, stop, exc))
-                return
-            middle = (start + stop) // 2
-            attempt(start, middle)
-            attempt(middle, stop)
-        else:
-            segments.append((start, stop, rows))
+            return exc
+        rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        at = start
+        for bad in _nan_rows(rows):
+            if start + bad > at:
+                segments.append((at, start + bad, rows[at - start : bad]))
+            msg = "The estimator returned NaN scores for this text."
+            segments.append((start + bad, start + bad + 1, AsyncClfError(msg)))
+            at = start + bad + 1
+        if at < stop:
+            segments.append((at, stop, rows if at == start else rows[at - start :]))
+        return None
 
-    attempt(0, len(texts))
+    def blame(units: list[Span], error: Exception) -> None:
+        """Find the failing texts among ``units``, which failed together with ``error``."""
+        if len(units) == 1:
+            start, stop, per_item = units[0]
+            if per_item and stop - start > 1:
+                blame([(i, i + 1, False) for i in range(start, stop)], error)
+            else:
+                segments.append((start, stop, error))
+            return
+        middle = len(units) // 2
+        halves = [(half, run(half)) for half in (units[:middle], units[middle:])]
+        failed = [(half, exc) for half, exc in halves if exc is not None]
+        if len(failed) == 1:
+            blame(*failed[0])
+            return
+        # Both halves failed (or neither, when the failure needed them together): the
+        # failures are dense, so stop halving and try each request on its own.
+        for half, exc in failed:
+            if len(half) == 1:
+                blame(half, exc)
+                continue
+            for unit in half:
+                alone = run([unit])
+                if alone is not None:
+                    blame([unit], alone)
+
+    if texts:
+        error = run(spans)
+        if error is not None:
+            blame(spans, error)
+    segments.sort(key=lambda segment: segment[0])
     return segments, calls
+
+
+def _timed_batch(
+    compute: Compute, texts: list[str], spans: list[Span], limit: int
+) -> tuple[list[Segment], int, float]:
+    """:func:`run_batch`, and the seconds it took (run in the worker)."""
+    started = time.perf_counter()
+    segments, calls = run_batch(compute, texts, spans, limit)
+    return segments, calls, time.perf_counter() - started
 
 
 def _slice(segments: list[Segment], start: int, stop: int) -> list[Segment]:
@@ -197,6 +298,28 @@ class Batcher:
         self._waits = _Summary()
         self._runs = _Summary()
 
+    def configure(
+        self,
+        *,
+        max_batch_size: int,
+        max_latency: float,
+        max_queue: int,
+        overload: Literal["wait", "raise"],
+    ) -> None:
+        """Apply new settings to batches formed from now on; wake whoever they concern.
+
+        Nothing queued is stranded: a request larger than a lowered ``max_batch_size``
+        runs alone in chunks, and callers waiting for room re-check the new bound.
+        """
+        self.max_batch_size = max_batch_size
+        self.max_latency = max_latency
+        self.max_queue = max_queue
+        self.overload = overload
+        self._release(0)
+        for lane in self._lanes.values():
+            if lane.full is not None and lane.size >= max_batch_size:
+                lane.full.set()
+
     # -- queue capacity -------------------------------------------------------------
 
     async def reserve(self, n: int, *, wait: bool | None = None) -> None:
@@ -226,12 +349,12 @@ class Batcher:
 
     # -- requests -------------------------------------------------------------------
 
-    def enqueue(self, key: Hashable, texts: list[str]) -> Request:
+    def enqueue(self, key: Hashable, texts: list[str], *, per_item: bool = False) -> Request:
         """Queue ``texts`` (already ``reserve``d) in the lane ``key``; do not wait."""
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = _Lane(key)
-        request = Request(lane, texts)
+        request = Request(lane, texts, per_item)
         lane.queue.append(request)
         lane.size += len(texts)
         if lane.full is not None and lane.size >= self.max_batch_size:
@@ -249,6 +372,7 @@ class Batcher:
             return False
         request.texts.append(text)
         lane = request.lane
+        assert lane is not None
         lane.size += 1
         if lane.full is not None and lane.size >= self.max_batch_size:
             lane.full.set()
@@ -257,7 +381,7 @@ class Batcher:
     def withdraw(self, request: Request) -> None:
         """Take a request that nobody will wait for out of its lane, if still queued."""
         lane = request.lane
-        if not request.taken:
+        if not request.taken and lane is not None:
             request.taken = True
             lane.queue.remove(request)
             lane.size -= len(request.texts)
@@ -267,18 +391,24 @@ class Batcher:
         """Wait for ``request``'s outcome, leading batches when the lane needs a leader.
 
         Cancelling withdraws the request if no batch has taken it yet; a batch already
-        running completes for everybody else.
+        running completes for everybody else. Either way the caller returns at once.
         """
         lane = request.lane
+        assert lane is not None
         try:
             while request.outcome is None:
-                if not lane.leading:
+                if not request.taken and not lane.leading:
                     await self._lead(lane)
                 else:
+                    # Woken by the outcome, or to lead while still queued.
                     request.event = anyio.Event()
                     await request.event.wait()
                     request.event = None
         except BaseException:
+            # Cancelled (by a cancel scope, or natively by Task.cancel(), wait_for or a
+            # TaskGroup, which can land between a wake-up and this task running), or
+            # failed. This request may have been woken to lead the lane: if nobody
+            # leads it now, the next waiting request must, or it would wait forever.
             request.event = None
             self.withdraw(request)
             if not lane.leading:
@@ -310,16 +440,18 @@ class Batcher:
                 with anyio.move_on_after(self.max_latency):
                     await lane.full.wait()
                 lane.full = None
-            async with self.executor.slot():
-                batch = self._take(lane)
-                lane.leading = False
-                self._wake_next(lane)
-                if batch:
-                    with anyio.CancelScope(shield=True):
-                        await self._run(lane.key, batch)
-            # A leader cancelled while its batch ran has delivered everybody's results;
-            # now it takes its own cancellation.
-            await anyio.lowlevel.checkpoint_if_cancelled()
+            job = await self.executor.acquire()
+            # No checkpoint from here to the start of the run: the token is the job's.
+            batch = self._take(lane)
+            lane.leading = False
+            self._wake_next(lane)
+            try:
+                compute, tag = self.prepare(lane.key)
+            except Exception as exc:
+                job.release()
+                self._deliver(batch, exc, None)
+                return
+            await self._run(job, compute, tag, batch)
         finally:
             lane.full = None
             if lane.leading:
@@ -327,10 +459,15 @@ class Batcher:
                 self._wake_next(lane)
 
     def _take(self, lane: _Lane) -> list[Request]:
+        """Take requests from the front of ``lane`` up to ``max_batch_size`` texts.
+
+        The first request is always taken, even when ``max_batch_size`` was lowered
+        below its size after it was queued: it then runs alone, in chunks.
+        """
         batch: list[Request] = []
         size = 0
         now = time.perf_counter()
-        while lane.queue and size + len(lane.queue[0].texts) <= self.max_batch_size:
+        while lane.queue and (not batch or size + len(lane.queue[0].texts) <= self.max_batch_size):
             request = lane.queue.popleft()
             request.taken = True
             size += len(request.texts)
@@ -340,56 +477,74 @@ class Batcher:
         self._release(size)
         return batch
 
-    async def _run(self, key: Hashable, batch: list[Request]) -> None:
-        """Run ``batch`` (holding a token) and give every request its outcome."""
-        texts = batch[0].texts if len(batch) == 1 else [t for r in batch for t in r.texts]
-        try:
-            compute, tag = self.prepare(key)
-            segments = await self._compute(compute, texts)
-        except BaseException as exc:
-            # Nothing may hang: every request learns that its batch could not run.
-            failure = (
-                exc
-                if isinstance(exc, Exception)
-                else AsyncClfError(f"The batch was interrupted by {exc!r}.")
-            )
-            for request in batch:
-                request.outcome = Outcome([(0, len(request.texts), failure)], None)
-                request._wake()
-            if failure is exc:
-                return
-            raise
-        start = 0
-        for request in batch:
-            stop = start + len(request.texts)
-            request.outcome = Outcome(_slice(segments, start, stop), tag)
-            request._wake()
-            start = stop
+    async def _run(self, job: Job, compute: Compute, tag: Any, batch: list[Request]) -> None:
+        """Run ``batch`` holding ``job``'s token; every request gets its outcome.
 
-    async def _compute(self, compute: Compute, texts: list[str]) -> list[Segment]:
-        started = time.perf_counter()
-        segments, calls = await self.executor.run_in_slot(run_isolated, compute, texts)
-        self._runs.add(time.perf_counter() - started)
+        Returns when the outcomes are delivered, or at once if cancelled: the batch
+        then completes in its thread and delivers them to whoever still waits.
+        """
+        if len(batch) == 1:
+            texts = batch[0].texts
+            spans = [(0, len(texts), batch[0].per_item)]
+        else:
+            texts, spans = [], []
+            for request in batch:
+                spans.append((len(texts), len(texts) + len(request.texts), request.per_item))
+                texts.extend(request.texts)
+
+        def done(result: tuple[list[Segment], int, float] | Exception) -> None:
+            # On the event loop, once, whether or not the leader still waits.
+            if isinstance(result, Exception):
+                self._deliver(batch, result, None)
+                return
+            segments, calls, elapsed = result
+            self._count(texts, segments, calls, elapsed)
+            start = 0
+            for request in batch:
+                stop = start + len(request.texts)
+                request.outcome = Outcome(_slice(segments, start, stop), tag)
+                request._wake()
+                start = stop
+
+        limit = self.max_batch_size
+        await self.executor.run_detached(job, _timed_batch, (compute, texts, spans, limit), done)
+
+    def _deliver(self, batch: list[Request], error: Exception, tag: Any) -> None:
+        """Fail every request of ``batch`` with its own copy of ``error``."""
+        for request in batch:
+            own = error if len(batch) == 1 else _own(error)
+            request.outcome = Outcome([(0, len(request.texts), own)], tag)
+            request._wake()
+
+    def _count(self, texts: list[str], segments: list[Segment], calls: int, elapsed: float) -> None:
+        self._runs.add(elapsed)
         self._batches += calls
         self._items += len(texts)
         self._sizes.add(len(texts))
         self._failed += sum(
             stop - start for start, stop, rows in segments if isinstance(rows, BaseException)
         )
-        return segments
 
     async def _run_chunks(self, key: Hashable, texts: list[str]) -> Outcome:
         """Run a call larger than a batch in ``max_batch_size`` chunks, one at a time.
 
-        The model is chosen once, so every chunk is answered by the same model.
+        The model is chosen once, so every chunk is answered by the same model. The
+        first chunk that fails ends the call: its caller receives that exception.
         """
         compute, tag = self.prepare(key)
         segments: list[Segment] = []
-        for start in range(0, len(texts), self.max_batch_size):
-            chunk = texts[start : start + self.max_batch_size]
-            async with self.executor.slot():
-                chunk_segments = await self._compute(compute, chunk)
-            segments.extend((start + a, start + b, rows) for a, b, rows in chunk_segments)
+        size = self.max_batch_size
+        for start in range(0, len(texts), size):
+            request = Request(None, texts[start : start + size])
+            request.taken = True
+            job = await self.executor.acquire()
+            await self._run(job, compute, tag, [request])
+            assert request.outcome is not None
+            error = request.outcome.error
+            if error is not None:
+                segments.append((start, len(texts), error))
+                break
+            segments.extend((start + a, start + b, rows) for a, b, rows in request.outcome.segments)
         return Outcome(segments, tag)
 
     # -- observability --------------------------------------------------------------

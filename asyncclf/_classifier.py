@@ -321,8 +321,12 @@ class AsyncClassifier:
             self.estimator.set_params(**nested)
         if self.limiter is not old["limiter"]:
             self._executor.set_limiter(self.limiter)
-        for name in ("max_batch_size", "max_latency", "max_queue", "overload"):
-            setattr(self._batcher, name, getattr(self, name))
+        self._batcher.configure(
+            max_batch_size=self.max_batch_size,
+            max_latency=self.max_latency,
+            max_queue=self.max_queue,
+            overload=self.overload,
+        )
         return self
 
     # -- the serving model -----------------------------------------------------------

@@ -12,6 +12,7 @@ Every call into scikit-learn goes through :class:`ThreadExecutor`. It
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -26,7 +27,7 @@ import anyio.to_thread
 import sklearn
 from threadpoolctl import ThreadpoolController
 
-__all__ = ["PerBackend", "ThreadExecutor", "available_cpus"]
+__all__ = ["Job", "PerBackend", "ThreadExecutor", "available_cpus"]
 
 T = TypeVar("T")
 
@@ -101,6 +102,9 @@ class _NativeThreadCap:
 
 _native_thread_cap = _NativeThreadCap()
 
+_WITHDRAWN = object()
+"""What a detached run's thread returns when its run was withdrawn before it started."""
+
 
 def _call_in_worker(
     config: dict[str, Any], threads: int, func: Callable[..., T], args: tuple[Any, ...]
@@ -128,6 +132,39 @@ class PerBackend(Generic[T]):
         if made is None:
             made = self._made[backend] = self._factory()
         return made
+
+
+class Job:
+    """One limiter token held for a piece of work, by the work rather than a task.
+
+    A batch's token must outlive its leader: the leader may be cancelled and return
+    while the batch still runs in its thread, and the token is given back only when
+    the thread ends (see :meth:`ThreadExecutor.run_detached`).
+    """
+
+    __slots__ = ("_held", "_limiter")
+
+    def __init__(self, limiter: anyio.CapacityLimiter) -> None:
+        self._limiter = limiter
+        self._held = False
+
+    def release(self) -> None:
+        """Give the token back (once; later calls do nothing). Call on the event loop."""
+        if self._held:
+            self._held = False
+            self._limiter.release_on_behalf_of(self)
+
+
+class _Handoff:
+    """Decides, under a lock, whether a detached run's thread started or never will."""
+
+    __slots__ = ("finished", "lock", "started", "withdrawn")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.started = False
+        self.withdrawn = False
+        self.finished = False
 
 
 class ThreadExecutor:
@@ -177,6 +214,79 @@ class ThreadExecutor:
         # next checkpoint; take it here, so no caller acts on a cancelled result.
         await anyio.lowlevel.checkpoint_if_cancelled()
         return result
+
+    async def acquire(self) -> Job:
+        """Wait for a limiter token (cancellable) and return the job that holds it."""
+        limiter = self.limiter
+        job = Job(limiter)
+        await limiter.acquire_on_behalf_of(job)
+        job._held = True
+        return job
+
+    async def run_detached(
+        self,
+        job: Job,
+        func: Callable[..., T],
+        args: tuple[Any, ...],
+        done: Callable[[T | Exception], None],
+    ) -> None:
+        """Run ``func(*args)`` in a worker thread under ``job``'s token, then ``done``.
+
+        ``done(result)`` (or ``done(exception)``) runs on the event loop exactly once,
+        after which the token is released. Awaiting this returns once ``done`` has
+        run, or at once when cancelled: the thread then runs on, and delivers its
+        result through the event loop when it ends, so the work completes for
+        everybody else waiting on it. If the event loop itself has ended by then, the
+        result is dropped.
+        """
+        token = anyio.lowlevel.current_token()
+        config = sklearn.get_config()
+        threads = self.native_threads
+        handoff = _Handoff()
+
+        def finish(result: T | Exception) -> None:
+            # On the event loop: from the awaiting task, or scheduled by the thread.
+            if not handoff.finished:
+                handoff.finished = True
+                job.release()
+                done(result)
+
+        def work(check_withdrawn: bool) -> T | Exception:
+            if check_withdrawn:
+                with handoff.lock:
+                    if handoff.withdrawn:
+                        return _WITHDRAWN  # type: ignore[return-value]
+                    handoff.started = True
+            try:
+                result: T | Exception = _call_in_worker(config, threads, func, args)
+            except Exception as exc:
+                result = exc
+            # If the event loop has ended meanwhile, nobody is waiting any more.
+            with contextlib.suppress(anyio.RunFinishedError):
+                token.backend_class.run_sync_soon(finish, (result,), token.native_token)
+            return result
+
+        try:
+            result = await anyio.to_thread.run_sync(
+                work, True, abandon_on_cancel=True, limiter=self._threads.get()
+            )
+        except BaseException:
+            # Cancelled. Usually the thread runs on (it was abandoned) and delivers
+            # through finish. But anyio checkpoints before it hands the function to a
+            # thread, and a cancellation landing there (a native Task.cancel() can)
+            # means the thread never starts: then run the work here, shielded, so the
+            # batch is not lost for the other callers, and take the cancellation after.
+            with handoff.lock:
+                never_started = not handoff.started
+                handoff.withdrawn = never_started
+            if never_started:
+                with anyio.CancelScope(shield=True):
+                    result = await anyio.to_thread.run_sync(
+                        work, False, limiter=self._threads.get()
+                    )
+                finish(result)
+            raise
+        finish(result)
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         """Take a limiter token, then run ``func(*args)`` in a worker thread."""

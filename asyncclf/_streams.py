@@ -43,7 +43,7 @@ from ._errors import InvalidInputError
 from ._progress import Progress, Reporter
 from ._validation import check_text
 
-__all__ = ["open_stream"]
+__all__ = ["check_source", "open_stream"]
 
 T = TypeVar("T")
 Convert = Callable[[int, list[str], Any, Any], list[T]]
@@ -57,16 +57,44 @@ _Queued = tuple[int, "Request | None", "Exception | None", str]
 _Done = tuple[int, list[str], "Outcome | None", "Exception | None"]
 
 
-async def _iterate(source: Iterable[str] | AsyncIterable[str]) -> AsyncGenerator[Any, None]:
-    if isinstance(source, AsyncIterable):
-        async for item in source:
-            yield item
-    elif isinstance(source, Iterable):
-        for item in source:
-            yield item
-    else:
+def check_source(source: object) -> None:
+    """Refuse a source that is not an iterable of texts, before anything starts."""
+    if isinstance(source, (str, bytes, bytearray)):
+        msg = (
+            f"source must be an iterable of texts, not a single {type(source).__name__}; "
+            f"wrap one text in a list: [text]."
+        )
+        raise InvalidInputError(msg)
+    if not isinstance(source, (Iterable, AsyncIterable)):
         msg = f"source must be an iterable or async iterable of str, not {type(source).__name__}."
         raise InvalidInputError(msg)
+
+
+async def _iterate(source: Iterable[str] | AsyncIterable[str]) -> AsyncGenerator[Any, None]:
+    """Yield the items of ``source``; close its iterator when left early, as aclosing would.
+
+    A generator passed as ``source`` is the stream's to finish: leaving the stream
+    early closes it (``aclose()`` or ``close()``), so its ``finally`` blocks run now
+    rather than when it is garbage collected.
+    """
+    if isinstance(source, AsyncIterable):
+        iterator: Any = aiter(source)
+        try:
+            async for item in iterator:
+                yield item
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+    else:
+        iterator = iter(source)
+        try:
+            for item in iterator:
+                yield item
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
 
 
 class _Window:
@@ -182,6 +210,7 @@ async def open_stream(
     progress: Progress = None,
 ) -> AsyncIterator[_Results[T]]:
     """Stream ``convert``-ed results for the texts of ``source``; see the module docs."""
+    check_source(source)
     if on_error not in ("raise", "yield"):
         msg = f"on_error must be 'raise' or 'yield', not {on_error!r}."
         raise ValueError(msg)
@@ -211,7 +240,7 @@ async def open_stream(
                     else:
                         await batcher.reserve(1, wait=True)
                         if request is None or not batcher.extend(request, text):
-                            request = batcher.enqueue(key, [text])
+                            request = batcher.enqueue(key, [text], per_item=True)
                             pending.append(request)
                             await send.send((index, request, None, ""))
                     index += 1

@@ -46,6 +46,20 @@ class Gate:
             raise RuntimeError(msg)
 
 
+async def settle(clf: Any) -> None:
+    """Wait until every worker run of ``clf`` has ended and given its token back.
+
+    A cancelled caller returns while its batch still runs; the batch holds a limiter
+    token until its thread ends. Taking every token proves they all came back.
+    """
+    limiter = clf.limiter_
+    holders = [object() for _ in range(int(limiter.total_tokens))]
+    for holder in holders:
+        await limiter.acquire_on_behalf_of(holder)
+    for holder in holders:
+        limiter.release_on_behalf_of(holder)
+
+
 class KeywordClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     """Scores each class by how often its name occurs in the text.
 

@@ -15,7 +15,7 @@ from anyio.lowlevel import checkpoint
 
 from asyncclf import AsyncClassifier
 
-from .fakes import TRAIN_X, TRAIN_Y, CallLog, Gate, KeywordClassifier, RecordingClassifier
+from .fakes import TRAIN_X, TRAIN_Y, CallLog, Gate, KeywordClassifier, RecordingClassifier, settle
 
 pytestmark = pytest.mark.anyio
 
@@ -157,19 +157,28 @@ async def test_partial_fit_never_mutates_the_serving_estimator() -> None:
     assert clf.estimator_.n_updates_ == 2
 
 
-async def test_cancelled_prediction_leaks_nothing() -> None:
-    """A prediction cancelled mid-run loses its result only; no token leaks."""
+async def test_cancelled_prediction_returns_at_once_and_leaks_nothing() -> None:
+    """A prediction cancelled mid-run returns before its thread ends; no token leaks.
+
+    The batch keeps its token until its thread ends, so the limiter still bounds the
+    threads that run.
+    """
     gate = Gate()
     clf = AsyncClassifier(KeywordClassifier(gate=gate, block=["predict_proba"]))
     await clf.fit(TRAIN_X, TRAIN_Y)
+    gate.close()
     with anyio.fail_after(10):
         with anyio.CancelScope() as scope:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(clf.predict_proba, ["spam"])
                 await gate.wait_entered()
                 scope.cancel()
-                gate.release.set()
+        # Still held in the gate: the caller did not wait for its thread.
         assert scope.cancelled_caught
+        assert not gate.release.is_set()
+        assert tokens(clf) == 1
+        gate.release.set()
+        await settle(clf)
     assert tokens(clf) == 0
     assert clf.statistics().queue_depth == 0
     np.testing.assert_allclose(
