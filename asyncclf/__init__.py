@@ -7,12 +7,21 @@ from ._demo import load_sms_spam
 from ._errors import (
     AsyncClfError,
     InvalidInputError,
+    InvalidParameterError,
     NotFittedError,
     OverloadedError,
     PersistenceError,
     UnsupportedEstimatorError,
 )
-from ._types import BatchStatistics, Prediction, Ranked
+from ._types import (
+    BatchStatistics,
+    FailedPrediction,
+    OnError,
+    Overload,
+    Prediction,
+    Progress,
+    Ranked,
+)
 
 try:
     __version__ = version("asyncclf")
@@ -23,11 +32,16 @@ __all__ = [
     "AsyncClassifier",
     "AsyncClfError",
     "BatchStatistics",
+    "FailedPrediction",
     "InvalidInputError",
+    "InvalidParameterError",
     "NotFittedError",
+    "OnError",
+    "Overload",
     "OverloadedError",
     "PersistenceError",
     "Prediction",
+    "Progress",
     "Ranked",
     "UnsupportedEstimatorError",
     "__version__",

@@ -6,10 +6,10 @@ import copy
 import math
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Hashable, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal, cast, overload
 
 import anyio
 import anyio.to_thread
@@ -20,7 +20,6 @@ from sklearn.base import clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.metrics import accuracy_score
 from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 from sklearn.utils.validation import check_is_fitted
@@ -28,16 +27,34 @@ from typing_extensions import Self
 
 from . import _ranking, _streams
 from ._batching import Batcher, Outcome
-from ._errors import InvalidInputError, NotFittedError, UnsupportedEstimatorError
+from ._errors import (
+    InvalidInputError,
+    InvalidParameterError,
+    NotFittedError,
+    UnsupportedEstimatorError,
+)
 from ._executors import PerBackend, ThreadExecutor
-from ._progress import Progress, Reporter
-from ._types import BatchStatistics, Prediction, Ranked
-from ._validation import check_labels, check_text, check_texts, check_training_set
+from ._progress import Reporter
+from ._types import (
+    BatchStatistics,
+    FailedPrediction,
+    Label,
+    OnError,
+    Overload,
+    Prediction,
+    Progress,
+    Ranked,
+)
+from ._validation import (
+    check_k,
+    check_labels,
+    check_text,
+    check_texts,
+    check_training_set,
+    label_kind,
+)
 
 __all__ = ["AsyncClassifier", "default_estimator"]
-
-Overload = Literal["wait", "raise"]
-OnError = Literal["raise", "yield"]
 
 
 def _sklearn_version() -> tuple[int, int]:
@@ -84,6 +101,8 @@ class _Model:
     version: int
     abilities: frozenset[str]
     """The computations it supports: predict, predict_proba, decision_function, scores."""
+    kind: str | None
+    """The kind of its labels (see ``label_kind``)."""
 
     @classmethod
     def of(cls, estimator: Any, version: int) -> _Model:
@@ -94,14 +113,27 @@ class _Model:
         }
         if abilities & {"predict_proba", "decision_function"}:
             abilities.add("scores")
-        return cls(estimator, _labels_of(estimator), version, frozenset(abilities))
+        labels = _labels_of(estimator)
+        kind = label_kind(labels[0]) if labels else None
+        return cls(estimator, labels, version, frozenset(abilities), kind)
 
     def column(self, label: Hashable) -> int:
-        try:
-            return self.labels.index(label)
-        except ValueError:
-            msg = f"Unknown label {label!r}; the classifier's classes are {self.labels!r}."
-            raise InvalidInputError(msg) from None
+        """The column of ``label``: of the same kind, so ``True`` never finds ``1``."""
+        if label_kind(label) == self.kind:
+            for column, known in enumerate(self.labels):
+                if known == label:
+                    return column
+        msg = f"Unknown label {label!r}; the classifier's classes are {self.labels!r}."
+        raise InvalidInputError(msg)
+
+    def check_kind(self, labels: list[Hashable], what: str) -> None:
+        """Refuse ``labels`` of another kind than this model's classes."""
+        if labels and self.kind is not None and label_kind(labels[0]) != self.kind:
+            msg = (
+                f"{what} holds {label_kind(labels[0])} labels ({labels[0]!r}) but the "
+                f"classifier's classes are {self.kind} ({self.labels!r})."
+            )
+            raise InvalidInputError(msg)
 
 
 # -- computations run in worker threads --------------------------------------------------
@@ -192,13 +224,40 @@ def _key(kind: str) -> tuple[str, _Config]:
     return kind, _Config.current()
 
 
-def _check_k(k: int | None) -> None:
-    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
-        msg = f"k must be None or an int >= 0, not {k!r}."
-        raise InvalidInputError(msg)
+def _check_params(params: dict[str, Any]) -> None:
+    """Check constructor arguments; raise ``InvalidParameterError`` naming a bad one."""
+    for name in ("max_batch_size", "max_queue"):
+        value = params[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            msg = f"{name} must be an int >= 1, not {value!r}."
+            raise InvalidParameterError(msg)
+    if params["max_queue"] < params["max_batch_size"]:
+        msg = (
+            f"max_queue ({params['max_queue']}) must be at least max_batch_size "
+            f"({params['max_batch_size']})."
+        )
+        raise InvalidParameterError(msg)
+    latency = params["max_latency"]
+    if isinstance(latency, bool) or not isinstance(latency, (int, float)):
+        msg = f"max_latency must be a number of seconds, not {latency!r}."
+        raise InvalidParameterError(msg)
+    if not (latency >= 0 and math.isfinite(latency)):
+        msg = f"max_latency must be >= 0 and finite, not {latency!r}."
+        raise InvalidParameterError(msg)
+    if params["overload"] not in ("wait", "raise"):
+        msg = f"overload must be 'wait' or 'raise', not {params['overload']!r}."
+        raise InvalidParameterError(msg)
+    limiter = params["limiter"]
+    if limiter is not None and not isinstance(limiter, anyio.CapacityLimiter):
+        msg = f"limiter must be an anyio.CapacityLimiter or None, not {limiter!r}."
+        raise InvalidParameterError(msg)
+    estimator = params["estimator"]
+    if estimator is not None and not hasattr(estimator, "fit"):
+        msg = f"estimator must be a scikit-learn estimator (with fit), not {estimator!r}."
+        raise InvalidParameterError(msg)
 
 
-class AsyncClassifier:
+class AsyncClassifier(Generic[Label]):
     """Awaitable fit, predict, rank and group for a scikit-learn text classifier.
 
     The estimator's code never runs on the event loop: every call runs in an anyio
@@ -206,6 +265,10 @@ class AsyncClassifier:
     merged into vectorised estimator calls of at most ``max_batch_size`` texts; a call
     waits at most ``max_latency`` seconds for company. ``fit`` trains a clone and swaps
     it in atomically, so predictions keep flowing during a refit.
+
+    ``AsyncClassifier[str]`` (or ``[int]``...) says what type its labels are, so that
+    ``classify``, ``group``, ``stream`` and ``rank`` are typed precisely; it changes
+    nothing at run time.
 
     Args:
         estimator: Any scikit-learn compatible classifier or pipeline taking a list of
@@ -231,13 +294,22 @@ class AsyncClassifier:
         max_queue: int = 65536,
         overload: Overload = "wait",
     ) -> None:
+        _check_params(
+            {
+                "estimator": estimator,
+                "limiter": limiter,
+                "max_batch_size": max_batch_size,
+                "max_latency": max_latency,
+                "max_queue": max_queue,
+                "overload": overload,
+            }
+        )
         self.estimator = estimator
         self.limiter = limiter
         self.max_batch_size = max_batch_size
         self.max_latency = max_latency
         self.max_queue = max_queue
         self.overload = overload
-        self._check_params()
         self._executor = ThreadExecutor(limiter)
         self._batcher = Batcher(
             self._executor,
@@ -258,69 +330,65 @@ class AsyncClassifier:
 
     _PARAMS = ("estimator", "limiter", "max_batch_size", "max_latency", "max_queue", "overload")
 
-    def _check_params(self) -> None:
-        for name in ("max_batch_size", "max_queue"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                msg = f"{name} must be an int >= 1, not {value!r}."
-                raise ValueError(msg)
-        if self.max_queue < self.max_batch_size:
-            msg = (
-                f"max_queue ({self.max_queue}) must be at least max_batch_size "
-                f"({self.max_batch_size})."
-            )
-            raise ValueError(msg)
-        latency = self.max_latency
-        if isinstance(latency, bool) or not isinstance(latency, (int, float)):
-            msg = f"max_latency must be a number of seconds, not {latency!r}."
-            raise ValueError(msg)
-        if not (latency >= 0 and math.isfinite(latency)):
-            msg = f"max_latency must be >= 0 and finite, not {latency!r}."
-            raise ValueError(msg)
-        if self.overload not in ("wait", "raise"):
-            msg = f"overload must be 'wait' or 'raise', not {self.overload!r}."
-            raise ValueError(msg)
-
     def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Return the constructor arguments (and the estimator's, prefixed, if ``deep``)."""
+        """Return the constructor arguments, and with ``deep`` the estimator's, prefixed.
+
+        With ``deep``, the ``estimator__*`` names are those of :func:`default_estimator`
+        when ``estimator`` is ``None``: every name ``set_params`` accepts is listed.
+        """
         params = {name: getattr(self, name) for name in self._PARAMS}
-        if deep and hasattr(self.estimator, "get_params"):
-            for name, value in self.estimator.get_params(deep=True).items():
-                params[f"estimator__{name}"] = value
+        if deep:
+            estimator = self.estimator if self.estimator is not None else default_estimator()
+            if hasattr(estimator, "get_params"):
+                for name, value in estimator.get_params(deep=True).items():
+                    params[f"estimator__{name}"] = value
         return params
 
-    def set_params(self, **params: Any) -> AsyncClassifier:
+    def set_params(self, **params: Any) -> Self:
         """Set constructor arguments; ``estimator__name`` sets the estimator's own.
 
-        The serving model is not touched: new estimator settings apply from the next
-        ``fit``. Batching settings apply to batches formed from now on.
+        Every name and value is checked before anything changes, so a call that
+        raises :class:`InvalidParameterError` changes nothing. Setting an
+        ``estimator__*`` name while ``estimator`` is ``None`` first makes it a
+        :func:`default_estimator`. The serving model is not touched: estimator settings
+        apply from the next ``fit`` (``partial_fit`` goes on updating the serving
+        model). Batching settings apply to batches formed from then on; texts already
+        queued are never stranded.
         """
-        nested: dict[str, Any] = {}
         direct: dict[str, Any] = {}
+        nested: dict[str, Any] = {}
         for key, value in params.items():
             name, _, sub = key.partition("__")
             if name not in self._PARAMS or (sub and name != "estimator"):
                 msg = f"Invalid parameter {key!r} for AsyncClassifier; valid: {self._PARAMS}."
-                raise ValueError(msg)
+                raise InvalidParameterError(msg)
             if sub:
                 nested[sub] = value
             else:
                 direct[name] = value
-        old = {name: getattr(self, name) for name in self._PARAMS}
-        for name, value in direct.items():
-            setattr(self, name, value)
-        try:
-            self._check_params()
-        except ValueError:
-            for name, value in old.items():
-                setattr(self, name, value)
-            raise
+        merged = {name: getattr(self, name) for name in self._PARAMS} | direct
+        _check_params(merged)
+        estimator = merged["estimator"]
         if nested:
-            if self.estimator is None:
-                self.estimator = default_estimator()
-            self.estimator.set_params(**nested)
-        if self.limiter is not old["limiter"]:
-            self._executor.set_limiter(self.limiter)
+            if estimator is None:
+                estimator = merged["estimator"] = default_estimator()
+            if not hasattr(estimator, "set_params"):
+                msg = f"{type(estimator).__name__} has no set_params for {sorted(nested)}."
+                raise InvalidParameterError(msg)
+            valid = estimator.get_params(deep=True)
+            unknown = sorted(set(nested) - set(valid))
+            if unknown:
+                msg = (
+                    f"Invalid parameter(s) {['estimator__' + name for name in unknown]} for "
+                    f"AsyncClassifier: {type(estimator).__name__} has no such parameter; "
+                    f"see get_params(deep=True) for the valid names."
+                )
+                raise InvalidParameterError(msg)
+            estimator.set_params(**nested)
+        if merged["limiter"] is not self.limiter:
+            self._executor.set_limiter(merged["limiter"])
+        for name, value in merged.items():
+            setattr(self, name, value)
         self._batcher.configure(
             max_batch_size=self.max_batch_size,
             max_latency=self.max_latency,
@@ -328,6 +396,17 @@ class AsyncClassifier:
             overload=self.overload,
         )
         return self
+
+    def __sklearn_clone__(self) -> Self:
+        """Return an unfitted copy with the same settings, as ``sklearn.base.clone`` asks.
+
+        The estimator is cloned; a ``limiter`` is shared by reference, so clones are
+        bounded together, as passing one limiter to several classifiers means.
+        """
+        params = self.get_params(deep=False)
+        if params["estimator"] is not None:
+            params["estimator"] = clone(params["estimator"])
+        return type(self)(**params)
 
     # -- the serving model -----------------------------------------------------------
 
@@ -365,9 +444,7 @@ class AsyncClassifier:
         """The capacity limiter worker threads run under (``limiter`` or the default)."""
         return self._executor.limiter
 
-    async def fit(
-        self, X: Iterable[str], y: Iterable[Any], *, progress: Progress = None
-    ) -> AsyncClassifier:
+    async def fit(self, X: Iterable[str], y: Iterable[Any], *, progress: Progress = None) -> Self:
         """Train a clone of the estimator on ``X``, ``y`` and swap it in.
 
         Runs in a worker thread. Predictions made meanwhile are answered by the model
@@ -382,6 +459,8 @@ class AsyncClassifier:
             progress: ``True`` for a tqdm bar (notebook-aware), or a callable
                 ``progress(done, total)``. scikit-learn's fit reports no steps, so it is
                 told ``0`` texts done when the fit starts and all of them when it ends.
+                The new model is swapped in after that last report: if the callback
+                raises, the fit raises and the new model is discarded.
 
         Returns:
             ``self``, like scikit-learn's ``fit``.
@@ -393,42 +472,57 @@ class AsyncClassifier:
             async with self._fit_lock.get():
                 reporter.update(0)
                 fitted = await self._executor.run(_fit, estimator, texts, labels)
+                reporter.update(len(texts))
                 self._swap(fitted)
-            reporter.update(len(texts))
         finally:
             reporter.close()
         return self
 
     async def partial_fit(
         self, X: Iterable[str], y: Iterable[Any], *, classes: Iterable[Any] | None = None
-    ) -> AsyncClassifier:
+    ) -> Self:
         """Update the model with one more batch of training data, copy-on-write.
 
         The serving estimator is deep-copied in a worker thread, the copy is updated
         with the estimator's ``partial_fit`` and swapped in, so a prediction reading the
         old model is never disturbed. For a ``Pipeline`` the transformers must be
         stateless (``HashingVectorizer``) or fitted by an earlier ``fit``, and the last
-        step gets ``partial_fit``. ``classes`` is required on the first call. Cancelling
-        takes effect when the worker thread finishes; the update is then discarded.
+        step gets ``partial_fit``. ``classes`` is required on the first call. Once a
+        model serves, ``partial_fit`` updates that model: settings changed since by
+        ``set_params`` apply from the next ``fit``. Cancelling takes effect when the
+        worker thread finishes; the update is then discarded.
         """
         texts, labels = check_training_set(X, y, min_classes=1)
-        template = self.estimator if self.estimator is not None else default_estimator()
-        if not hasattr(_final_step(template), "partial_fit"):
-            msg = (
-                f"{type(_final_step(template)).__name__} has no partial_fit; use an "
-                f"estimator that learns incrementally (e.g. SGDClassifier or MultinomialNB)."
-            )
-            raise UnsupportedEstimatorError(msg)
         class_list = None
         if classes is not None:
             given = list(classes)
             class_list = check_labels(given, len(given))
+            if class_list and label_kind(class_list[0]) != label_kind(labels[0]):
+                msg = (
+                    f"classes holds {label_kind(class_list[0])} labels but y holds "
+                    f"{label_kind(labels[0])} labels ({labels[0]!r})."
+                )
+                raise InvalidInputError(msg)
         async with self._fit_lock.get():
-            serving = None if self._model is None else self._model.estimator
-            if serving is None and class_list is None:
+            model = self._model
+            if model is not None:
+                model.check_kind(labels, "y")
+                target, origin = model.estimator, "the serving model"
+            else:
+                target = self.estimator if self.estimator is not None else default_estimator()
+                origin = "the estimator"
+            if not hasattr(_final_step(target), "partial_fit"):
+                msg = (
+                    f"{type(_final_step(target)).__name__} ({origin}) has no partial_fit; "
+                    f"use an estimator that learns incrementally (e.g. SGDClassifier or "
+                    f"MultinomialNB), and fit it first if a model already serves."
+                )
+                raise UnsupportedEstimatorError(msg)
+            if model is None and class_list is None:
                 msg = "The first partial_fit needs classes=[...], every class it will ever see."
                 raise InvalidInputError(msg)
-            fresh = clone(template) if serving is None else None
+            serving = None if model is None else model.estimator
+            fresh = clone(target) if serving is None else None
             updated = await self._executor.run(
                 _partial_fit, serving, fresh, texts, labels, class_list
             )
@@ -585,10 +679,12 @@ class AsyncClassifier:
         if not texts:
             msg = "score needs at least one text."
             raise InvalidInputError(msg)
-        predicted = await self.predict(texts)
-        return float(accuracy_score(np.asarray(labels, dtype=object), predicted.astype(object)))
+        self._require_model().check_kind(labels, "y")
+        predicted = (await self.predict(texts)).tolist()
+        hits = sum(1 for guess, truth in zip(predicted, labels, strict=True) if guess == truth)
+        return hits / len(labels)
 
-    async def classify(self, text: str) -> Prediction:
+    async def classify(self, text: str) -> Prediction[Label]:
         """Classify one text: its most likely label, that label's score, the model version.
 
         Concurrent ``classify`` calls from any number of tasks are merged into
@@ -601,9 +697,7 @@ class AsyncClassifier:
         outcome = await self._rows("scores", [text])
         return _prediction(0, text, outcome.rows()[0], outcome.tag)
 
-    async def rank(
-        self, X: Iterable[str], label: Hashable, *, k: int | None = None
-    ) -> list[Ranked]:
+    async def rank(self, X: Iterable[str], label: Label, *, k: int | None = None) -> list[Ranked]:
         """Order the texts by their score for ``label``, highest first, keeping ``k``.
 
         The score is ``predict_proba``'s column for ``label``, or the decision value
@@ -611,7 +705,7 @@ class AsyncClassifier:
         cancels like :meth:`predict`.
         """
         texts = check_texts(X)
-        _check_k(k)
+        k = check_k(k)
         model = self._require_model()
         self._require(model, "scores")
         model.column(label)
@@ -621,66 +715,97 @@ class AsyncClassifier:
         scores = outcome.rows()[:, outcome.tag.column(label)]
         return _ranking.rank(texts, scores, k)
 
-    async def group(
-        self, X: Iterable[str], *, k: int | None = None
-    ) -> dict[Hashable, list[Ranked]]:
+    async def group(self, X: Iterable[str], *, k: int | None = None) -> dict[Label, list[Ranked]]:
         """Put each text under its predicted label, each list ordered by confidence.
 
         Every class is a key (in ``classes_`` order), with at most ``k`` texts, highest
         score first, ties in input order. Runs and cancels like :meth:`predict`.
         """
         texts = check_texts(X)
-        _check_k(k)
+        k = check_k(k)
         model = self._require_model()
         self._require(model, "scores")
         if not texts:
-            return {label: [] for label in model.labels}
+            return {cast(Label, label): [] for label in model.labels}
         outcome = await self._rows("scores", texts)
-        return _ranking.group(texts, outcome.rows(), outcome.tag.labels, k)
+        labels = cast(list[Label], outcome.tag.labels)
+        return _ranking.group(texts, outcome.rows(), labels, k)
 
     # -- streams ---------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def stream(
+    @overload
+    def stream(
+        self,
+        source: Iterable[str] | AsyncIterable[str],
+        *,
+        on_error: Literal["raise"] = "raise",
+        max_in_flight: int | None = None,
+        progress: Progress = None,
+    ) -> AbstractAsyncContextManager[AsyncIterator[Prediction[Label]]]: ...
+
+    @overload
+    def stream(
+        self,
+        source: Iterable[str] | AsyncIterable[str],
+        *,
+        on_error: OnError,
+        max_in_flight: int | None = None,
+        progress: Progress = None,
+    ) -> AbstractAsyncContextManager[AsyncIterator[Prediction[Label] | FailedPrediction]]: ...
+
+    def stream(
         self,
         source: Iterable[str] | AsyncIterable[str],
         *,
         on_error: OnError = "raise",
         max_in_flight: int | None = None,
         progress: Progress = None,
-    ) -> AsyncIterator[AsyncIterator[Prediction]]:
+    ) -> AbstractAsyncContextManager[AsyncIterator[Prediction[Label] | FailedPrediction]]:
         """Classify a stream of texts, yielding one :class:`Prediction` per text, in order.
 
         Use it as ``async with clf.stream(texts) as results: async for p in results``.
         Texts are read ahead and batched, with at most ``max_in_flight`` (default
         ``2 * max_batch_size``) read but not yet consumed, so memory stays flat and a
-        slow consumer slows the reading of ``source``. Leaving the block stops reading
-        and withdraws queued texts. An error raised by ``source`` reaches the consumer
-        after the predictions before it.
+        slow consumer slows the reading of ``source``. Leaving the block stops reading,
+        withdraws queued texts and closes ``source``'s iterator if it has ``aclose`` or
+        ``close`` (as ``contextlib.aclosing`` would); a batch already running finishes
+        in its worker thread without anyone waiting for it. An error raised by
+        ``source`` reaches the consumer after the predictions before it.
 
         Args:
-            source: A sync or async iterable of ``str``. A sync one is iterated on the
-                event loop, so it must not block.
+            source: A sync or async iterable of ``str`` (a single ``str`` is refused).
+                A sync one is iterated on the event loop, so it must not block.
             on_error: ``"raise"`` ends the stream with the exception of the first text
                 that failed (a bad item or an estimator error); ``"yield"`` yields a
-                ``Prediction`` carrying the exception and carries on.
+                :class:`FailedPrediction` carrying the exception and carries on.
             max_in_flight: The read-ahead bound.
             progress: ``True`` for a tqdm bar (notebook-aware), or a callable
                 ``progress(done, total)``, called as texts are classified; ``total`` is
                 ``len(source)`` when it has one, else ``None``.
         """
+        return self._stream(source, on_error, max_in_flight, progress)
+
+    @asynccontextmanager
+    async def _stream(
+        self,
+        source: Iterable[str] | AsyncIterable[str],
+        on_error: OnError,
+        max_in_flight: int | None,
+        progress: Progress,
+    ) -> AsyncIterator[AsyncIterator[Prediction[Label] | FailedPrediction]]:
         model = self._require_model()
         self._require(model, "scores")
 
-        def failed(index: int, text: str, error: Exception, tag: _Model | None) -> Prediction:
+        def failed(index: int, text: str, error: Exception, tag: _Model | None) -> FailedPrediction:
             version = self.version if tag is None else tag.version
-            return Prediction(index, text, None, math.nan, version, error)
+            return FailedPrediction(index, text, error, version)
 
+        convert: _streams.Convert[Prediction[Label] | FailedPrediction] = _predictions
         async with _streams.open_stream(
             self._batcher,
             _key("scores"),
             source,
-            _predictions,
+            convert,
             on_error=on_error,
             fail=failed,
             max_in_flight=2 * self.max_batch_size if max_in_flight is None else max_in_flight,
@@ -689,7 +814,7 @@ class AsyncClassifier:
             yield results
 
     async def top_k(
-        self, source: Iterable[str] | AsyncIterable[str], label: Hashable, k: int
+        self, source: Iterable[str] | AsyncIterable[str], label: Label, k: int
     ) -> list[Ranked]:
         """Return the ``k`` texts of ``source`` that score highest for ``label``.
 
@@ -697,7 +822,8 @@ class AsyncClassifier:
         a time, in O(k) memory. Same order as :meth:`rank`. Cancelling stops the stream
         as leaving a :meth:`stream` block does.
         """
-        _check_k(k)
+        k = check_k(k, optional=False)
+        _streams.check_source(source)
         model = self._require_model()
         self._require(model, "scores")
         model.column(label)
@@ -727,7 +853,7 @@ class AsyncClassifier:
 
 def _predictions(
     start: int, texts: list[str], rows: NDArray[np.float64], model: _Model
-) -> list[Prediction]:
+) -> list[Prediction[Any]]:
     """One Prediction per text: the best-scoring label and its score, vectorised."""
     best = rows.argmax(axis=1)
     scores = rows[np.arange(len(texts)), best].tolist()
@@ -739,6 +865,6 @@ def _predictions(
     ]
 
 
-def _prediction(index: int, text: str, row: NDArray[np.float64], model: _Model) -> Prediction:
+def _prediction(index: int, text: str, row: NDArray[np.float64], model: _Model) -> Prediction[Any]:
     best = int(row.argmax())
     return Prediction(index, text, model.labels[best], float(row[best]), model.version)

@@ -4,7 +4,8 @@
 
     AsyncClfError                  base of every failure asyncclf reports itself
     |- NotFittedError              also sklearn.exceptions.NotFittedError
-    |- InvalidInputError           also TypeError and ValueError
+    |- InvalidInputError           also TypeError and ValueError: bad texts or labels
+    |- InvalidParameterError       also ValueError and TypeError: a bad setting or argument
     |- UnsupportedEstimatorError   also TypeError
     |- OverloadedError             a bounded queue refused work
     '- PersistenceError            unreadable, untrusted, tampered or incompatible model file
@@ -20,6 +21,7 @@ from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 __all__ = [
     "AsyncClfError",
     "InvalidInputError",
+    "InvalidParameterError",
     "NotFittedError",
     "OverloadedError",
     "PersistenceError",
@@ -40,6 +42,14 @@ class InvalidInputError(AsyncClfError, TypeError, ValueError):
 
     It is both a ``TypeError`` and a ``ValueError``, so code written for
     scikit-learn's conventions catches it either way.
+    """
+
+
+class InvalidParameterError(AsyncClfError, ValueError, TypeError):
+    """A constructor or ``set_params`` value, or a call's argument, is not allowed.
+
+    The message names the parameter and what it accepts. Like scikit-learn's own
+    ``InvalidParameterError``, it is both a ``ValueError`` and a ``TypeError``.
     """
 
 

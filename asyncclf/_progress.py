@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
-from typing import Any, TypeAlias
+from typing import Any
+
+from ._errors import InvalidParameterError
+from ._types import Progress
 
 __all__ = ["Progress", "Reporter"]
-
-Progress: TypeAlias = Callable[[int, int | None], object] | bool | None
-"""``None``/``False``: silent; ``True``: a ``tqdm.auto`` bar; a callable: called as
-``progress(done, total)`` with ``total`` ``None`` when unknown."""
 
 
 class Reporter:
@@ -34,7 +33,7 @@ class Reporter:
             self._callback = progress
         elif progress not in (None, False):
             msg = f"progress must be None, a bool or a callable, not {progress!r}."
-            raise TypeError(msg)
+            raise InvalidParameterError(msg)
 
     @property
     def active(self) -> bool:

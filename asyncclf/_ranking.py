@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Hashable, Sequence
+from typing import TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -11,6 +12,8 @@ from numpy.typing import NDArray
 from ._types import Ranked
 
 __all__ = ["TopK", "group", "rank", "ranking_order"]
+
+L = TypeVar("L", bound=Hashable)
 
 
 def _sort_keys(scores: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -35,15 +38,15 @@ def rank(texts: Sequence[str], scores: NDArray[np.float64], k: int | None = None
 def group(
     texts: Sequence[str],
     scores: NDArray[np.float64],
-    classes: Sequence[Hashable],
+    classes: Sequence[L],
     k: int | None = None,
-) -> dict[Hashable, list[Ranked]]:
+) -> dict[L, list[Ranked]]:
     """Put each text under its best-scoring class, each list ranked by that score.
 
     ``scores`` has one row per text and one column per class. Every class gets a key,
     in ``classes`` order, even when no text landed there.
     """
-    groups: dict[Hashable, list[Ranked]] = {label: [] for label in classes}
+    groups: dict[L, list[Ranked]] = {label: [] for label in classes}
     if len(texts) == 0:
         return groups
     best = scores.argmax(axis=1)

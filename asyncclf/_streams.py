@@ -29,6 +29,7 @@ from collections.abc import (
     Callable,
     Hashable,
     Iterable,
+    Sequence,
     Sized,
 )
 from contextlib import aclosing, asynccontextmanager
@@ -39,14 +40,14 @@ import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._batching import Batcher, Outcome, Request
-from ._errors import InvalidInputError
+from ._errors import InvalidInputError, InvalidParameterError
 from ._progress import Progress, Reporter
 from ._validation import check_text
 
 __all__ = ["check_source", "open_stream"]
 
 T = TypeVar("T")
-Convert = Callable[[int, list[str], Any, Any], list[T]]
+Convert = Callable[[int, list[str], Any, Any], Sequence[T]]
 """``(first index, texts, rows, tag) -> results`` for texts the estimator answered."""
 Fail = Callable[[int, str, Exception, Any], T]
 """``(index, text, error, tag) -> result`` for a text that failed, with on_error="yield"."""
@@ -213,10 +214,10 @@ async def open_stream(
     check_source(source)
     if on_error not in ("raise", "yield"):
         msg = f"on_error must be 'raise' or 'yield', not {on_error!r}."
-        raise ValueError(msg)
+        raise InvalidParameterError(msg)
     if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
         msg = f"max_in_flight must be an int >= 1, not {max_in_flight!r}."
-        raise ValueError(msg)
+        raise InvalidParameterError(msg)
     pending: deque[Request] = deque()
     window = _Window(max_in_flight)
     total = len(source) if isinstance(source, Sized) else None

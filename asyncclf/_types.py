@@ -1,17 +1,43 @@
-"""Result and statistics dataclasses returned by the public API (no logic here)."""
+"""Result dataclasses and type aliases of the public API (no logic here)."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, Literal, TypeAlias
 
-__all__ = ["BatchStatistics", "Prediction", "Ranked"]
+from typing_extensions import TypeVar
 
-Label = Hashable
-"""A class label as the estimator reports it (``str``, ``int``, numpy scalar...)."""
+__all__ = [
+    "BatchStatistics",
+    "FailedPrediction",
+    "Label",
+    "OnError",
+    "Overload",
+    "Prediction",
+    "Progress",
+    "Ranked",
+]
+
+Label = TypeVar("Label", default=Any)
+"""The type of a classifier's labels: ``AsyncClassifier[str]`` answers with ``str``.
+
+Unparametrised, it is ``Any``. At run time labels are Python ``str``, ``int``,
+``bool`` or ``float``, as the estimator's ``classes_`` hold them.
+"""
+
+OnError: TypeAlias = Literal["raise", "yield"]
+"""What a stream does with a text that fails: end with its exception, or yield it."""
+
+Overload: TypeAlias = Literal["wait", "raise"]
+"""What a call does when the batching queue is full: wait for room, or raise."""
+
+Progress: TypeAlias = Callable[[int, int | None], object] | bool | None
+"""``None``/``False``: silent; ``True``: a ``tqdm.auto`` bar; a callable: called as
+``progress(done, total)`` with ``total`` ``None`` when unknown."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Ranked:
     """One text in a ranking: its position in the input, the text and its score."""
 
@@ -22,28 +48,37 @@ class Ranked:
     """The estimator's score for the ranked label: a probability, or a decision value."""
 
 
-@dataclass(frozen=True)
-class Prediction:
-    """The answer for one text: its label, the label's score and the model that answered.
-
-    When a stream runs with ``on_error="yield"`` and the estimator failed on this
-    text, ``error`` holds the exception, ``label`` is ``None`` and ``score`` is NaN.
-    """
+@dataclass(frozen=True, slots=True)
+class Prediction(Generic[Label]):
+    """The answer for one text: its label, the label's score and the model that answered."""
 
     index: int
+    """Position of the text in the input (0 for ``classify``)."""
     text: str
-    label: Label | None
+    label: Label
     score: float
     """Probability of ``label``, or its decision value when the estimator has no
-    ``predict_proba``."""
+    ``predict_proba``. Never NaN: a text the estimator scores NaN fails instead."""
     version: int
     """The model version that answered (see ``AsyncClassifier.version``)."""
-    error: Exception | None = None
+    ok: ClassVar[Literal[True]] = True
+    """Always true: the text was classified (see :class:`FailedPrediction`)."""
 
-    @property
-    def ok(self) -> bool:
-        """Whether the text was classified (``error`` is ``None``)."""
-        return self.error is None
+
+@dataclass(frozen=True, slots=True)
+class FailedPrediction:
+    """A text a stream with ``on_error="yield"`` could not classify, and why."""
+
+    index: int
+    """Position of the text in the stream."""
+    text: str
+    """The text, or ``repr()`` of the item when the item was not a ``str``."""
+    error: Exception
+    """The exception: ``InvalidInputError`` for a bad item, else the estimator's."""
+    version: int
+    """The model version serving when the text failed."""
+    ok: ClassVar[Literal[False]] = False
+    """Always false: the text was not classified."""
 
 
 @dataclass(frozen=True)
@@ -51,9 +86,9 @@ class BatchStatistics:
     """A snapshot of the batcher's counters, from ``AsyncClassifier.statistics()``."""
 
     batches: int
-    """Estimator calls made for predictions (bisection retries included)."""
+    """Estimator calls made for predictions (retries that find failing texts included)."""
     items: int
-    """Texts answered through the batcher."""
+    """Texts answered through the batcher (cancelled callers' texts included)."""
     failed_items: int
     """Texts whose estimator call raised (each failed only its own caller)."""
     queue_depth: int

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Hashable, Iterable
-from typing import Any
+from typing import Any, Literal, overload
 
-from ._errors import InvalidInputError
+import numpy as np
 
-__all__ = ["check_labels", "check_text", "check_texts", "check_training_set"]
+from ._errors import InvalidInputError, InvalidParameterError
+
+__all__ = [
+    "check_k",
+    "check_labels",
+    "check_text",
+    "check_texts",
+    "check_training_set",
+    "label_kind",
+]
 
 
 def _describe(item: object) -> str:
-    if isinstance(item, float) and math.isnan(item):
+    if isinstance(item, (float, np.floating)) and math.isnan(item):
         return "NaN"
     if item is None:
         return "None"
@@ -47,27 +57,94 @@ def check_texts(texts: Iterable[str], *, name: str = "X") -> list[str]:
     return items
 
 
+_KINDS = {"U": "str", "b": "bool", "i": "int", "u": "int", "f": "float"}
+
+
+def label_kind(label: object) -> str | None:
+    """The kind of a label, ``"str"``, ``"int"``, ``"bool"`` or ``"float"``; else None.
+
+    numpy scalars count as their Python kind. ``bool`` is its own kind, although Python
+    makes it an ``int``: ``True`` and ``1`` would otherwise be one class.
+    """
+    if isinstance(label, str):
+        return "str"
+    if isinstance(label, (bool, np.bool_)):
+        return "bool"
+    if isinstance(label, (int, np.integer)):
+        return "int"
+    if isinstance(label, (float, np.floating)):
+        return "float"
+    return None
+
+
 def check_labels(labels: Iterable[Any], n_texts: int) -> list[Hashable]:
-    """Return ``labels`` as a list matching ``n_texts`` texts, or raise."""
+    """Return ``labels`` as a list matching ``n_texts`` texts, or raise.
+
+    Labels are ``str``, ``int``, ``bool`` or ``float`` (numpy's too), all of one kind:
+    scikit-learn would merge ``1`` and ``"1"`` (or ``True`` and ``1``) into one class.
+    """
     if isinstance(labels, (str, bytes)):
         msg = "y must be a sequence of labels, one per text, not a single string."
         raise InvalidInputError(msg)
-    try:
-        items = list(labels)
-    except TypeError:
-        msg = f"y must be an iterable of labels, not {type(labels).__name__}."
-        raise InvalidInputError(msg) from None
+    if isinstance(labels, np.ndarray) and labels.dtype.kind in _KINDS and labels.ndim == 1:
+        # A typed array has one kind throughout: only NaN needs looking for.
+        if labels.dtype.kind == "f" and len(labels) and np.isnan(labels).any():
+            index = int(np.flatnonzero(np.isnan(labels))[0])
+            msg = f"Label at index {index} is NaN; every text needs a label."
+            raise InvalidInputError(msg)
+        items: list[Any] = list(labels)
+    else:
+        try:
+            items = list(labels)
+        except TypeError:
+            msg = f"y must be an iterable of labels, not {type(labels).__name__}."
+            raise InvalidInputError(msg) from None
+        first: tuple[int, str] | None = None
+        for index, label in enumerate(items):
+            kind = label_kind(label)
+            if kind is None or (kind == "float" and math.isnan(label)):
+                if label is None or kind == "float":
+                    msg = f"Label at index {index} is {_describe(label)}; every text needs a label."
+                else:
+                    msg = (
+                        f"Label at index {index} is {type(label).__name__}; labels must be "
+                        f"str, int, bool or float."
+                    )
+                raise InvalidInputError(msg)
+            if first is None:
+                first = (index, kind)
+            elif kind != first[1]:
+                msg = (
+                    f"y mixes label kinds: index {first[0]} is {first[1]}, index {index} is "
+                    f"{kind} ({label!r}). Give every label the same type: scikit-learn "
+                    f"would merge, say, 1 and '1' into one class."
+                )
+                raise InvalidInputError(msg)
     if len(items) != n_texts:
         msg = f"X has {n_texts} texts but y has {len(items)} labels; give one label per text."
         raise InvalidInputError(msg)
-    for index, label in enumerate(items):
-        if label is None or (isinstance(label, float) and math.isnan(label)):
-            msg = f"Label at index {index} is {_describe(label)}; every text needs a label."
-            raise InvalidInputError(msg)
-        if not isinstance(label, Hashable):
-            msg = f"Label at index {index} is {type(label).__name__}, which is not hashable."
-            raise InvalidInputError(msg)
     return items
+
+
+@overload
+def check_k(k: object, *, optional: Literal[False]) -> int: ...
+@overload
+def check_k(k: object, *, optional: bool = True) -> int | None: ...
+def check_k(k: object, *, optional: bool = True) -> int | None:
+    """Return ``k`` as an ``int`` >= 0 (or None, if ``optional``), or raise."""
+    if k is None and optional:
+        return None
+    if not isinstance(k, (bool, np.bool_)):
+        try:
+            value = operator.index(k)  # type: ignore[arg-type]
+        except TypeError:
+            pass
+        else:
+            if value >= 0:
+                return value
+    expected = "None or an int >= 0" if optional else "an int >= 0"
+    msg = f"k must be {expected}, not {k!r}."
+    raise InvalidParameterError(msg)
 
 
 def check_training_set(

@@ -18,6 +18,7 @@ import asyncclf
 from asyncclf import (
     AsyncClassifier,
     InvalidInputError,
+    InvalidParameterError,
     NotFittedError,
     UnsupportedEstimatorError,
 )
@@ -159,7 +160,7 @@ async def test_rank_rejects_unknown_labels_and_bad_k() -> None:
     clf = await fitted()
     with pytest.raises(InvalidInputError, match=r"Unknown label 'bacon'.*'eggs', 'ham', 'spam'"):
         await clf.rank(["x"], "bacon")
-    with pytest.raises(InvalidInputError, match="k must be None or an int >= 0"):
+    with pytest.raises(InvalidParameterError, match="k must be None or an int >= 0"):
         await clf.rank(["x"], "ham", k=-1)
 
 

@@ -13,11 +13,16 @@ def test_exported_names() -> None:
         "AsyncClassifier",
         "AsyncClfError",
         "BatchStatistics",
+        "FailedPrediction",
         "InvalidInputError",
+        "InvalidParameterError",
         "NotFittedError",
+        "OnError",
+        "Overload",
         "OverloadedError",
         "PersistenceError",
         "Prediction",
+        "Progress",
         "Ranked",
         "UnsupportedEstimatorError",
         "__version__",
@@ -33,8 +38,15 @@ def test_exception_tree() -> None:
     assert issubclass(asyncclf.NotFittedError, sklearn.exceptions.NotFittedError)
     assert issubclass(asyncclf.InvalidInputError, TypeError)
     assert issubclass(asyncclf.InvalidInputError, ValueError)
+    assert issubclass(asyncclf.InvalidParameterError, ValueError)
+    assert issubclass(asyncclf.InvalidParameterError, TypeError)
     assert issubclass(asyncclf.UnsupportedEstimatorError, TypeError)
-    for name in ("NotFittedError", "InvalidInputError", "UnsupportedEstimatorError"):
+    for name in (
+        "NotFittedError",
+        "InvalidInputError",
+        "InvalidParameterError",
+        "UnsupportedEstimatorError",
+    ):
         assert issubclass(getattr(asyncclf, name), asyncclf.AsyncClfError)
     assert issubclass(asyncclf.OverloadedError, asyncclf.AsyncClfError)
     assert issubclass(asyncclf.PersistenceError, asyncclf.AsyncClfError)

@@ -11,7 +11,7 @@ from anyio import wait_all_tasks_blocked
 from hypothesis import given
 from hypothesis import strategies as st
 
-from asyncclf import AsyncClassifier, InvalidInputError, Prediction
+from asyncclf import AsyncClassifier, FailedPrediction, InvalidInputError, Prediction
 
 from .fakes import TRAIN_X, TRAIN_Y, RecordingClassifier
 
@@ -118,7 +118,8 @@ async def test_bad_items_raise_or_are_yielded() -> None:
     assert isinstance(got[1].error, InvalidInputError)
     assert isinstance(got[2].error, ValueError)
     assert "cannot score 'a BOOM'" in str(got[2].error)
-    assert got[2].label is None
+    assert isinstance(got[2], FailedPrediction)
+    assert isinstance(got[3], Prediction)
     assert got[3].label == "spam"
 
 
