@@ -116,11 +116,11 @@ class _Lane:
 
 
 def _own(error: Exception) -> Exception:
-    """A copy of ``error`` for one of several callers, chained to the original.
+    """A copy of ``error`` for one caller, chained to the original.
 
     Raising one exception object in many tasks would pile every task's traceback onto
-    it; each caller raises its own copy instead. An exception that cannot be copied
-    is shared as it is.
+    it; each caller raises its own copy instead, whose ``__cause__`` is the original
+    with the worker's traceback. An exception that cannot be copied is shared as is.
     """
     try:
         clone = copy.copy(error)
@@ -200,7 +200,8 @@ def run_batch(
             if per_item and stop - start > 1:
                 blame([(i, i + 1, False) for i in range(start, stop)], error)
             else:
-                segments.append((start, stop, error))
+                # A copy per request: an estimator may raise one object many times.
+                segments.append((start, stop, _own(error)))
             return
         middle = len(units) // 2
         halves = [(half, run(half)) for half in (units[:middle], units[middle:])]
@@ -512,8 +513,7 @@ class Batcher:
     def _deliver(self, batch: list[Request], error: Exception, tag: Any) -> None:
         """Fail every request of ``batch`` with its own copy of ``error``."""
         for request in batch:
-            own = error if len(batch) == 1 else _own(error)
-            request.outcome = Outcome([(0, len(request.texts), own)], tag)
+            request.outcome = Outcome([(0, len(request.texts), _own(error))], tag)
             request._wake()
 
     def _count(self, texts: list[str], segments: list[Segment], calls: int, elapsed: float) -> None:

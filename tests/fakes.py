@@ -142,6 +142,27 @@ class LabelOnlyClassifier(KeywordClassifier):
         return super().__getattribute__(name)
 
 
+class NaNClassifier(KeywordClassifier):
+    """A keyword classifier whose scores are NaN for texts containing ``NAN``."""
+
+    def predict_proba(self, X: Sequence[str]) -> NDArray[np.float64]:
+        rows = super().predict_proba(X)
+        rows[[i for i, text in enumerate(X) if "NAN" in text]] = np.nan
+        return rows
+
+
+SHARED_ERROR = ValueError("the model server is down")
+"""One exception object, raised by every call of a ``SharedErrorClassifier``."""
+
+
+class SharedErrorClassifier(KeywordClassifier):
+    """A classifier that raises the very same exception object on every call."""
+
+    def predict_proba(self, X: Sequence[str]) -> NDArray[np.float64]:
+        self._maybe_block("predict_proba")
+        raise SHARED_ERROR
+
+
 LABELS = ["ham", "spam", "eggs"]
 TRAIN_X = ["ham and more ham", "spam spam", "eggs", "ham", "spam", "eggs eggs"]
 TRAIN_Y = ["ham", "spam", "eggs", "ham", "spam", "eggs"]

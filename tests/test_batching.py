@@ -15,9 +15,19 @@ from anyio.lowlevel import checkpoint
 from hypothesis import given
 from hypothesis import strategies as st
 
-from asyncclf import AsyncClassifier, OverloadedError, Prediction
+from asyncclf import AsyncClassifier, AsyncClfError, FailedPrediction, OverloadedError, Prediction
 
-from .fakes import TRAIN_X, TRAIN_Y, CallLog, Gate, RecordingClassifier
+from .fakes import (
+    SHARED_ERROR,
+    TRAIN_X,
+    TRAIN_Y,
+    CallLog,
+    Gate,
+    NaNClassifier,
+    RecordingClassifier,
+    SharedErrorClassifier,
+    settle,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -322,3 +332,261 @@ async def test_queued_calls_use_the_model_that_answers_them() -> None:
     expected = new.predict_proba(["spam", "ham ham", "eggs eggs"])[:, 1]
     assert [r.score for r in results["rank"]] == pytest.approx(list(expected))
     assert (results["classify"].label, results["classify"].version) == ("spam", 2)
+
+
+# -- contract hardening (issue 7) -----------------------------------------------------
+
+
+async def test_lowering_max_batch_size_never_strands_queued_work() -> None:
+    """A request queued before max_batch_size was lowered below its size runs alone,
+    in chunks of the new size, instead of waiting forever behind an empty batch."""
+    clf, log, gate = await recording(max_batch_size=8, limiter=anyio.CapacityLimiter(1))
+    gate.close()
+    results: dict[str, Any] = {}
+    texts = [f"spam {i}" for i in range(6)]
+
+    async def big() -> None:
+        results["big"] = await clf.predict_proba(texts)
+
+    async def small() -> None:
+        results["small"] = await clf.classify("eggs")
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "first")
+            await gate.wait_entered()
+            tasks.start_soon(big)
+            await wait_all_tasks_blocked()
+            tasks.start_soon(small)
+            await wait_all_tasks_blocked()
+            clf.set_params(max_batch_size=2, max_queue=2)
+            gate.release.set()
+    assert [len(batch) for batch in log.batches] == [1, 2, 2, 2, 1]
+    np.testing.assert_allclose(results["big"], clf.estimator_.predict_proba(texts))
+    assert results["small"].label == "eggs"
+    assert clf.statistics().queue_depth == 0
+
+
+async def test_lowering_max_batch_size_mid_stream_keeps_the_stream_flowing() -> None:
+    """A stream whose open request outgrew a lowered max_batch_size still completes."""
+    clf, log, gate = await recording(max_batch_size=16)
+    gate.close()
+    texts = [f"ham {i}" for i in range(40)]
+    labels = []
+    with anyio.fail_after(10):
+        async with clf.stream(texts) as results:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(gate.wait_entered)
+                await wait_all_tasks_blocked()
+            clf.set_params(max_batch_size=3, max_queue=3)
+            gate.release.set()
+            labels = [p.label async for p in results]
+    assert labels == ["ham"] * 40
+    assert max(len(batch) for batch in log.batches[1:]) <= 16
+    assert clf.statistics().queue_depth == 0
+
+
+async def test_raising_max_queue_lets_waiting_callers_in_at_once() -> None:
+    """Callers waiting for room in a full queue re-check a raised max_queue at once."""
+    clf, _, gate = await recording(max_batch_size=1, max_queue=1, limiter=anyio.CapacityLimiter(1))
+    gate.close()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "running")
+            await gate.wait_entered()
+            tasks.start_soon(clf.classify, "queued")
+            tasks.start_soon(clf.classify, "waiting for room")
+            await wait_all_tasks_blocked()
+            assert clf.statistics().queue_depth == 1
+            clf.set_params(max_queue=4)
+            await wait_all_tasks_blocked()
+            assert clf.statistics().queue_depth == 2
+            gate.release.set()
+    assert clf.statistics().items == 3
+
+
+async def test_a_cancelled_leader_returns_while_its_batch_still_runs() -> None:
+    """A caller leading a batch returns on cancellation without waiting for the worker;
+    the batch completes for the others and then gives its token back."""
+    clf, _, gate = await recording(limiter=anyio.CapacityLimiter(1))
+    gate.close()
+    results: dict[str, Prediction] = {}
+
+    async def call(text: str) -> None:
+        results[text] = await clf.classify(text)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            with anyio.CancelScope() as leader:
+                async with anyio.create_task_group() as inner:
+                    inner.start_soon(call, "leader")
+                    await wait_all_tasks_blocked()
+                    tasks.start_soon(call, "spam follower")
+                    await gate.wait_entered()
+                    leader.cancel()
+            # Returned with the worker still held in the gate.
+            assert not gate.release.is_set()
+            assert clf.limiter_.statistics().borrowed_tokens == 1
+            gate.release.set()
+    assert leader.cancelled_caught
+    assert set(results) == {"spam follower"}
+    assert results["spam follower"].label == "spam"
+    await settle(clf)
+    assert clf.limiter_.statistics().borrowed_tokens == 0
+
+
+async def test_leaving_a_stream_returns_while_its_batch_still_runs() -> None:
+    """Leaving a stream block does not wait for the batch running in its worker."""
+    clf, _, gate = await recording()
+    gate.close()
+    with anyio.fail_after(10):
+        async with clf.stream([f"spam {i}" for i in range(10)]) as results:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(gate.wait_entered)
+            # Leave while the first batch is held in the gate.
+        assert not gate.release.is_set()
+        gate.release.set()
+        await settle(clf)
+    assert results is not None
+    assert clf.statistics().queue_depth == 0
+    assert (await clf.classify("eggs")).label == "eggs"
+
+
+async def test_a_model_failing_everywhere_costs_at_most_one_call_per_caller() -> None:
+    """When every text fails, finding whom it fails costs about one call per caller
+    (a full bisection made 2n - 1), and a lone list call needs no search at all."""
+    clf, log, gate = await recording()
+    gate.close()
+    errors: list[Exception] = []
+
+    async def call(i: int) -> None:
+        try:
+            await clf.classify(f"BOOM {i}")
+        except ValueError as exc:
+            errors.append(exc)
+
+    callers = 64
+    await behind_a_held_batch(gate, partial(call, 0), [partial(call, i) for i in range(1, callers)])
+    assert len(errors) == callers
+    # 1 for the held caller; then the batch of 63, its two halves, 63 callers alone.
+    assert len(log.batches) == 1 + 1 + 2 + (callers - 1)
+    assert len(log.seen) <= 1 + 3 * (callers - 1)
+
+    log.batches.clear()
+    with pytest.raises(ValueError, match="cannot score"):
+        await clf.predict_proba([f"BOOM {i}" for i in range(1000)])
+    assert [len(batch) for batch in log.batches] == [256]
+
+
+async def test_a_lone_bad_text_is_found_in_logarithmic_calls() -> None:
+    """One bad text among 64 callers is found by halving: about 2 log2(64) calls."""
+    clf, log, gate = await recording()
+    gate.close()
+    outcomes: dict[int, Any] = {}
+
+    async def call(i: int) -> None:
+        try:
+            outcomes[i] = await clf.classify("BOOM" if i == 37 else f"ham {i}")
+        except ValueError as exc:
+            outcomes[i] = exc
+
+    await behind_a_held_batch(gate, partial(call, 0), [partial(call, i) for i in range(1, 64)])
+    assert isinstance(outcomes[37], ValueError)
+    assert all(outcomes[i].label == "ham" for i in set(range(64)) - {37})
+    assert len(log.batches) <= 1 + 1 + 2 * 6
+
+
+async def test_each_caller_gets_its_own_exception_object() -> None:
+    """An exception shared by a whole batch reaches each caller as its own copy,
+    chained to the original, so tracebacks do not pile up on one object."""
+    gate = Gate()
+    clf = AsyncClassifier(SharedErrorClassifier(gate=gate, block=["predict_proba"]))
+    gate.release.set()
+    await clf.fit(TRAIN_X, TRAIN_Y)
+    gate.close()
+    caught: list[BaseException] = []
+
+    async def call(i: int) -> None:
+        try:
+            await clf.classify(f"text {i}")
+        except ValueError as exc:
+            caught.append(exc)
+
+    await behind_a_held_batch(gate, partial(call, 0), [partial(call, i) for i in range(1, 8)])
+    assert len(caught) == 8
+    assert len({id(exc) for exc in caught}) == 8
+    for exc in caught:
+        assert type(exc) is ValueError
+        assert str(exc) == "the model server is down"
+        assert exc.__cause__ is SHARED_ERROR
+
+
+async def test_nan_scores_fail_their_text_only() -> None:
+    """A text the estimator scores NaN fails alone; nobody receives a NaN score."""
+    clf = await AsyncClassifier(NaNClassifier()).fit(TRAIN_X, TRAIN_Y)
+    with pytest.raises(AsyncClfError, match="NaN"):
+        await clf.classify("spam NAN")
+    with pytest.raises(AsyncClfError, match="NaN"):
+        await clf.rank(["spam", "NAN"], "spam")
+    async with clf.stream(["spam", "NAN", "eggs"], on_error="yield") as results:
+        got = [p async for p in results]
+    assert [type(p) for p in got] == [Prediction, FailedPrediction, Prediction]
+    assert [p.label for p in got if isinstance(p, Prediction)] == ["spam", "eggs"]
+    assert all(not np.isnan(p.score) for p in got if isinstance(p, Prediction))
+    assert clf.statistics().failed_items == 3  # classify, rank and the stream's text
+
+
+async def test_statistics_count_a_cancelled_chunked_call() -> None:
+    """A call split into chunks and cancelled mid-run still counts the chunk that ran."""
+    clf, _, gate = await recording(max_batch_size=2, limiter=anyio.CapacityLimiter(1))
+    gate.close()
+    with anyio.fail_after(10):
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(clf.predict_proba, [f"spam {i}" for i in range(6)])
+                await gate.wait_entered()
+                scope.cancel()
+        gate.release.set()
+        await settle(clf)
+    stats = clf.statistics()
+    assert (stats.batches, stats.items) == (1, 2)
+    await clf.predict_proba([f"ham {i}" for i in range(6)])
+    stats = clf.statistics()
+    assert (stats.batches, stats.items) == (4, 8)
+
+
+async def test_a_woken_leader_cancelled_before_it_runs_hands_leadership_on() -> None:
+    """A request woken to lead and cancelled before it runs wakes the next one;
+    without that hand-off the rest of the lane would wait forever."""
+    clf, log, gate = await recording(max_batch_size=1, limiter=anyio.CapacityLimiter(1))
+    gate.close()
+    scopes = {name: anyio.CancelScope() for name in ("a", "b", "c")}
+    results: dict[str, Prediction] = {}
+    batcher = clf._batcher
+    original = batcher._wake_next
+    woken: list[str] = []
+
+    def wake_and_cancel(lane: Any) -> None:
+        # Cancel "b" in the very step that wakes it to lead, before it can run.
+        original(lane)
+        if not woken and any(r.texts == ["b"] for r in lane.queue):
+            woken.append("b")
+            scopes["b"].cancel()
+
+    batcher._wake_next = wake_and_cancel  # type: ignore[method-assign]
+
+    async def call(name: str) -> None:
+        with scopes[name]:
+            results[name] = await clf.classify(name)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "first")
+            await gate.wait_entered()
+            for name in ("a", "b", "c"):
+                tasks.start_soon(call, name)
+                await wait_all_tasks_blocked()
+            gate.release.set()
+    assert woken == ["b"]
+    assert set(results) == {"a", "c"}
+    assert "b" not in log.seen
