@@ -9,6 +9,8 @@ import anyio
 import numpy as np
 import pytest
 import sklearn
+from anyio import wait_all_tasks_blocked
+from sklearn.base import clone
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.linear_model import SGDClassifier
 from sklearn.pipeline import make_pipeline
@@ -17,10 +19,12 @@ from sklearn.svm import LinearSVC
 import asyncclf
 from asyncclf import (
     AsyncClassifier,
+    AsyncClfError,
     InvalidInputError,
     InvalidParameterError,
     NotFittedError,
     UnsupportedEstimatorError,
+    default_estimator,
 )
 
 from .fakes import (
@@ -28,6 +32,7 @@ from .fakes import (
     TRAIN_X,
     TRAIN_Y,
     DecisionOnlyClassifier,
+    Gate,
     KeywordClassifier,
     LabelOnlyClassifier,
 )
@@ -313,3 +318,175 @@ async def test_fit_reports_progress_at_start_and_end() -> None:
     clf = AsyncClassifier(KeywordClassifier())
     await clf.fit(TRAIN_X, TRAIN_Y, progress=lambda done, total: calls.append((done, total)))
     assert calls == [(0, 6), (6, 6)]
+
+
+# -- contract hardening (issue 7) -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("labels", "probe"),
+    [
+        ([0, 1, 2, 0, 1, 2], [0, 1, 2]),
+        ([True, False, True, False, True, False], [True, False, True]),
+        (np.array([3, 4, 5, 3, 4, 5], dtype=np.int64), np.array([3, 4, 5])),
+    ],
+)
+async def test_score_works_for_int_and_bool_labels(labels: Any, probe: Any) -> None:
+    """score() computes accuracy for int, bool and numpy integer labels, not only str."""
+    texts = ["ham and more ham", "spam spam", "eggs", "ham", "spam", "eggs eggs"]
+    clf = await fitted(KeywordClassifier(), max_latency=0)
+    await clf.fit(texts, labels)
+    predicted = list(await clf.predict(texts[:3]))
+    expected = sum(a == b for a, b in zip(predicted, list(probe), strict=True)) / 3
+    assert await clf.score(texts[:3], probe) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("labels", "match"),
+    [
+        ([1, "1", 1, "1", 1, "1"], r"mixes label kinds: index 0 is int, index 1 is str"),
+        ([True, 1, True, 1, True, 1], r"index 0 is bool, index 1 is int"),
+        ([1.5, "a", 1.5, "a", 1.5, "a"], r"index 0 is float, index 1 is str"),
+        ([("a",), ("b",)] * 3, r"index 0 is tuple; labels must be str, int, bool or float"),
+        (np.array([1.0, np.nan] * 3, dtype=np.float32), r"index 1 is NaN"),
+        ([np.float32("nan"), 1.0] * 3, r"index 0 is NaN"),
+    ],
+)
+async def test_bad_or_mixed_labels_are_refused_with_the_index(labels: Any, match: str) -> None:
+    """Mixed label kinds (merged by sklearn), tuples and NaN labels are refused clearly."""
+    clf = AsyncClassifier(KeywordClassifier())
+    with pytest.raises(InvalidInputError, match=match):
+        await clf.fit(TRAIN_X, labels)
+    assert clf.version == 0
+
+
+async def test_score_refuses_labels_of_another_kind_than_the_classes() -> None:
+    """score with str labels on an int-labelled model says so instead of scoring 0."""
+    clf = await fitted(max_latency=0)
+    await clf.fit(TRAIN_X, [0, 1, 2, 0, 1, 2])
+    with pytest.raises(InvalidInputError, match=r"holds str labels .* classes are int"):
+        await clf.score(TRAIN_X, ["0", "1", "2", "0", "1", "2"])
+    with pytest.raises(InvalidInputError, match="Unknown label True"):
+        await clf.rank(TRAIN_X, True)
+
+
+async def test_a_progress_callback_failing_at_the_end_discards_the_new_model() -> None:
+    """If fit's progress callback raises at the end, fit raises and nothing is swapped."""
+    clf = await fitted()
+    before = clf.estimator_
+
+    def progress(done: int, total: int | None) -> None:
+        if done == total:
+            msg = "the progress bar broke"
+            raise RuntimeError(msg)
+
+    with pytest.raises(RuntimeError, match="progress bar broke"):
+        await clf.fit(TRAIN_X, TRAIN_Y, progress=progress)
+    assert clf.version == 1
+    assert clf.estimator_ is before
+
+
+@pytest.mark.parametrize("k", [None, -1, 1.5, "3", True])
+async def test_top_k_refuses_a_bad_k(k: Any) -> None:
+    """top_k needs an int k >= 0: None, negatives, floats, strings and bools are refused."""
+    clf = await fitted()
+    with pytest.raises(InvalidParameterError, match="k must be an int >= 0"):
+        await clf.top_k(["spam"], "spam", k)
+
+
+async def test_k_accepts_numpy_integers() -> None:
+    """rank, group and top_k accept numpy integers for k."""
+    clf = await fitted()
+    texts = ["spam", "spam spam", "eggs", "ham"]
+    assert len(await clf.rank(texts, "spam", k=np.int64(2))) == 2
+    assert len(await clf.top_k(texts, "spam", np.int32(3))) == 3
+    assert sum(map(len, (await clf.group(texts, k=np.uint8(1))).values())) == 3
+
+
+async def test_partial_fit_on_a_serving_model_without_partial_fit_says_why() -> None:
+    """After set_params swaps in an incremental estimator, partial_fit on a model fitted
+    by fit names the serving model's class instead of an AttributeError."""
+    clf = await AsyncClassifier().fit(TRAIN_X, TRAIN_Y)
+    clf.set_params(estimator=make_pipeline(HashingVectorizer(), SGDClassifier()))
+    with pytest.raises(UnsupportedEstimatorError, match=r"CalibratedClassifierCV \(the serving"):
+        await clf.partial_fit(["ham"], ["ham"])
+    await clf.fit(TRAIN_X, TRAIN_Y)
+    await clf.partial_fit(["ham"], ["ham"])
+    assert clf.version == 3
+    with pytest.raises(InvalidInputError, match="y holds int labels"):
+        await clf.partial_fit(["ham"], [1])
+
+
+async def test_partial_fit_refuses_classes_of_another_kind_than_y() -> None:
+    """classes and y of different label kinds are refused before any work."""
+    clf = AsyncClassifier(KeywordClassifier())
+    with pytest.raises(InvalidInputError, match="classes holds int labels but y holds str"):
+        await clf.partial_fit(["ham"], ["ham"], classes=[0, 1])
+
+
+def test_set_params_is_all_or_nothing() -> None:
+    """A set_params call with one bad name or value changes nothing at all."""
+    estimator = KeywordClassifier()
+    clf = AsyncClassifier(estimator, max_batch_size=8)
+    with pytest.raises(InvalidParameterError, match="estimator__nope"):
+        clf.set_params(max_batch_size=16, estimator__nope=1)
+    assert clf.max_batch_size == 8
+    assert clf._batcher.max_batch_size == 8
+    with pytest.raises(InvalidParameterError, match="max_latency"):
+        clf.set_params(estimator__fail_on="X", max_latency=-1)
+    assert estimator.fail_on == "BOOM"
+    with pytest.raises(InvalidParameterError, match="limiter"):
+        clf.set_params(limiter=3)
+    assert clf.limiter is None
+
+
+def test_get_params_deep_lists_the_default_estimators_names() -> None:
+    """With estimator=None, get_params(deep=True) lists the default pipeline's names,
+    and each of them is accepted by set_params."""
+    clf = AsyncClassifier()
+    deep = clf.get_params(deep=True)
+    expected = {f"estimator__{name}" for name in default_estimator().get_params(deep=True)}
+    assert expected <= set(deep)
+    assert "estimator__tfidf__min_df" in deep
+    clf.set_params(estimator__tfidf__min_df=2)
+    assert clf.estimator is not None
+    assert clf.estimator.get_params()["tfidf__min_df"] == 2
+
+
+async def test_sklearn_clone_keeps_a_shared_limiter_and_its_tokens() -> None:
+    """sklearn.base.clone copies the settings, clones the estimator and shares the
+    limiter, so a clone's work takes tokens from the same pool."""
+    limiter = anyio.CapacityLimiter(1)
+    gate = Gate()
+    clf = AsyncClassifier(KeywordClassifier(gate=gate, block=["fit"]), limiter=limiter)
+    copy = clone(clf)
+    assert copy is not clf
+    assert copy.limiter is limiter
+    assert copy.estimator is not clf.estimator
+    assert copy.get_params(deep=False).keys() == clf.get_params(deep=False).keys()
+    assert copy.version == 0
+    gate.close()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.fit, TRAIN_X, TRAIN_Y)
+            await gate.wait_entered()
+            # The clone's fit waits for the token the original's fit holds.
+            tasks.start_soon(copy.fit, TRAIN_X, TRAIN_Y)
+            await wait_all_tasks_blocked()
+            assert limiter.statistics().borrowed_tokens == 1
+            assert limiter.statistics().tasks_waiting == 1
+            assert gate.calls == 1
+            gate.release.set()
+    assert (clf.version, copy.version) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"max_batch_size": 0}, {"overload": "drop"}, {"limiter": 4}, {"estimator": "svm"}],
+)
+def test_bad_settings_raise_invalid_parameter_error(kwargs: dict[str, Any]) -> None:
+    """Bad constructor values raise InvalidParameterError, an AsyncClfError."""
+    with pytest.raises(AsyncClfError):
+        AsyncClassifier(**kwargs)
+    with pytest.raises(InvalidParameterError):
+        AsyncClassifier(**kwargs)
