@@ -35,6 +35,7 @@ from ._errors import (
 )
 from ._executors import PerBackend, ThreadExecutor
 from ._progress import Reporter
+from ._text import tokenize
 from ._types import (
     BatchStatistics,
     FailedPrediction,
@@ -65,7 +66,9 @@ def _sklearn_version() -> tuple[int, int]:
 def default_estimator() -> Pipeline:
     """Return a fresh, unfitted copy of the default text pipeline.
 
-    TF-IDF with sublinear term frequencies feeds a linear SVM trained on all the data,
+    TF-IDF with sublinear term frequencies (scikit-learn's default tokens, found in
+    pieces by :func:`asyncclf._text.tokenize` so that a huge text never holds the GIL
+    for long) feeds a linear SVM trained on all the data,
     whose decision values become probabilities by temperature scaling, the temperature
     fitted on out-of-fold decisions of two SVMs trained on halves of the data:
     ``CalibratedClassifierCV(LinearSVC(tol=1e-3), cv=2, method="temperature",
@@ -81,7 +84,7 @@ def default_estimator() -> Pipeline:
     method = "temperature" if _sklearn_version() >= (1, 8) else "sigmoid"
     return Pipeline(
         [
-            ("tfidf", TfidfVectorizer(sublinear_tf=True)),
+            ("tfidf", TfidfVectorizer(sublinear_tf=True, tokenizer=tokenize, token_pattern=None)),
             (
                 "clf",
                 CalibratedClassifierCV(

@@ -42,12 +42,14 @@ FORMAT = "asyncclf-model"
 FORMAT_VERSION = 1
 
 DEFAULT_TRUSTED = (
+    "asyncclf._text.tokenize",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
     "sklearn.calibration._TemperatureScaling",
 )
-"""Types trusted beyond skops' defaults: private parts of ``CalibratedClassifierCV``
-(temperature scaling on scikit-learn >= 1.8, sigmoid before)."""
+"""Types trusted beyond skops' defaults: the default pipeline's tokeniser (our own
+function) and private parts of ``CalibratedClassifierCV`` (temperature scaling on
+scikit-learn >= 1.8, sigmoid before)."""
 
 DEFAULT_MAX_SIZE = 512 * 2**20
 """Most bytes a model file may hold, and expand to, unless ``max_size`` says otherwise:

@@ -186,9 +186,21 @@ async def test_save_before_fit_raises(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())  # noqa: ASYNC240
 
 
-def test_default_trusted_list_is_minimal() -> None:
-    """Only the calibration internals of the default pipeline are trusted beyond skops'."""
-    assert all(name.startswith("sklearn.") for name in _persistence.DEFAULT_TRUSTED)
+def test_default_trusted_list_is_exactly_what_the_default_pipeline_needs() -> None:
+    """DEFAULT_TRUSTED is exactly the types skops refuses in default pipelines, with
+    either calibration method (sigmoid on older scikit-learn), and nothing more."""
+    methods = ["sigmoid"]
+    if "temperature" in default_estimator().get_params()["clf__method"]:
+        methods.append("temperature")
+    needed: set[str] = set()
+    for method in methods:
+        estimator = default_estimator().set_params(clf__method=method)
+        estimator.fit(TEXTS * 3, LABELS * 3)
+        needed |= set(sio.get_untrusted_types(data=sio.dumps(estimator)))
+    expected = needed
+    if methods == ["sigmoid"]:  # scikit-learn < 1.8 has no temperature scaling to save
+        expected = needed | {"sklearn.calibration._TemperatureScaling"}
+    assert set(_persistence.DEFAULT_TRUSTED) == expected
 
 
 # -- malformed files ---------------------------------------------------------------------
