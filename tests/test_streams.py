@@ -104,7 +104,7 @@ async def test_source_error_reaches_the_consumer_after_earlier_items() -> None:
 
 
 async def test_bad_items_raise_or_are_yielded() -> None:
-    """on_error='raise' stops at a bad item; 'yield' gives a Prediction holding the error."""
+    """on_error='raise' stops at a bad item; 'yield' gives a FailedPrediction for it."""
     clf = await fitted()
     texts: list[Any] = ["ham", None, "a BOOM", "spam"]
     got: list[Prediction] = []
@@ -113,14 +113,15 @@ async def test_bad_items_raise_or_are_yielded() -> None:
     assert [p.index for p in got] == [0]
 
     async with clf.stream(texts, on_error="yield") as results:
-        got = [p async for p in results]
-    assert [p.ok for p in got] == [True, False, False, True]
-    assert isinstance(got[1].error, InvalidInputError)
-    assert isinstance(got[2].error, ValueError)
-    assert "cannot score 'a BOOM'" in str(got[2].error)
-    assert isinstance(got[2], FailedPrediction)
-    assert isinstance(got[3], Prediction)
-    assert got[3].label == "spam"
+        mixed = [p async for p in results]
+    assert [p.ok for p in mixed] == [True, False, False, True]
+    assert isinstance(mixed[1], FailedPrediction)
+    assert isinstance(mixed[1].error, InvalidInputError)
+    assert isinstance(mixed[2], FailedPrediction)
+    assert isinstance(mixed[2].error, ValueError)
+    assert "cannot score 'a BOOM'" in str(mixed[2].error)
+    assert isinstance(mixed[3], Prediction)
+    assert mixed[3].label == "spam"
 
 
 async def test_cancelling_the_consumer_stops_everything() -> None:
@@ -145,13 +146,13 @@ async def test_stream_rejects_bad_arguments() -> None:
     """Bad on_error or max_in_flight values raise ValueError before anything runs."""
     clf = await fitted()
     with pytest.raises(ValueError, match="on_error"):
-        async with clf.stream(["ham"], on_error="skip"):  # type: ignore[arg-type]
+        async with clf.stream(["ham"], on_error="skip"):  # type: ignore[call-overload]
             pass
     with pytest.raises(ValueError, match="max_in_flight"):
         async with clf.stream(["ham"], max_in_flight=0):
             pass
     with pytest.raises(InvalidInputError, match="iterable or async iterable"):
-        async with clf.stream(42) as results:  # type: ignore[arg-type]
+        async with clf.stream(42) as results:  # type: ignore[call-overload]
             [p async for p in results]
 
 
@@ -201,7 +202,7 @@ async def test_bad_progress_argument_is_rejected() -> None:
     """A progress value that is neither a bool, None nor callable is a TypeError."""
     clf = await fitted()
     with pytest.raises(TypeError, match="progress must be"):
-        async with clf.stream(["ham"], progress="yes"):  # type: ignore[arg-type]
+        async with clf.stream(["ham"], progress="yes"):  # type: ignore[call-overload]
             pass
 
 
@@ -242,3 +243,82 @@ async def test_streams_and_callers_share_lanes_safely(
     assert len(results) == n_callers
     assert clf.statistics().queue_depth == 0
     assert clf.limiter_.statistics().borrowed_tokens == 0
+
+
+# -- contract hardening (issue 7) -----------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["ham spam", b"ham spam"])
+async def test_a_bare_string_is_refused_by_stream_and_top_k(source: Any) -> None:
+    """stream and top_k refuse a single str (or bytes), as predict does, instead of
+    classifying its characters."""
+    clf = await fitted()
+    with pytest.raises(InvalidInputError, match="not a single"):
+        async with clf.stream(source) as results:
+            [p async for p in results]
+    with pytest.raises(InvalidInputError, match="not a single"):
+        await clf.top_k(source, "spam", 3)
+    with pytest.raises(InvalidInputError, match="not a single"):
+        await clf.predict(source)
+    assert clf.statistics().items == 0
+
+
+class Tracked:
+    """A source generator (sync or async) that records whether it was closed."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.pulled = 0
+
+    def sync(self) -> Iterator[str]:
+        try:
+            while True:
+                self.pulled += 1
+                yield f"spam {self.pulled}"
+        finally:
+            self.closed = True
+
+    async def async_(self) -> AsyncGenerator[str, None]:
+        try:
+            while True:
+                self.pulled += 1
+                await anyio.lowlevel.checkpoint()
+                yield f"spam {self.pulled}"
+        finally:
+            self.closed = True
+
+
+@pytest.mark.parametrize("kind", ["sync", "async_"])
+async def test_leaving_a_stream_early_closes_the_source_generator(kind: str) -> None:
+    """Leaving a stream (or top_k being cancelled) closes the user's generator at once,
+    as aclosing would, so trio never finalises it with a ResourceWarning."""
+    clf = await fitted(max_batch_size=4)
+    tracked = Tracked()
+    async with clf.stream(getattr(tracked, kind)()) as results:
+        async for p in results:
+            if p.index == 10:
+                break
+    assert tracked.closed
+    assert clf.statistics().queue_depth == 0
+
+    tracked = Tracked()
+    with anyio.move_on_after(0.05):
+        await clf.top_k(getattr(tracked, kind)(), "spam", 3)
+    assert tracked.closed
+
+
+async def test_a_failed_text_yields_a_failed_prediction_typed_apart() -> None:
+    """on_error='yield' gives FailedPrediction (ok False, error set) for a failed text and
+    Prediction (ok True, a label) for the rest; 'raise' streams only Predictions."""
+    clf = await fitted()
+    async with clf.stream(["ham", "BOOM", "spam"], on_error="yield") as results:
+        got = [p async for p in results]
+    assert [p.ok for p in got] == [True, False, True]
+    failed = got[1]
+    assert isinstance(failed, FailedPrediction)
+    assert (failed.index, failed.text, failed.version) == (1, "BOOM", clf.version)
+    assert isinstance(failed.error, ValueError)
+    with pytest.raises(AttributeError):
+        failed.label  # type: ignore[attr-defined]  # noqa: B018
+    with pytest.raises(AttributeError):
+        got[0].__dict__  # noqa: B018  # slotted: no per-item dict
