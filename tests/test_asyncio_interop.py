@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+from typing import Any
 
+import anyio
 import pytest
 
 from asyncclf import AsyncClassifier
 
-from .fakes import TRAIN_X, TRAIN_Y, KeywordClassifier
+from .fakes import TRAIN_X, TRAIN_Y, Gate, KeywordClassifier, settle
 
 
 @pytest.mark.asyncio
@@ -32,3 +35,107 @@ async def test_wait_for_timeout_cancels_cleanly() -> None:
     assert clf.statistics().batches == 0
     clf.set_params(max_latency=0.0)
     assert (await clf.classify("eggs")).label == "eggs"
+
+
+# -- native asyncio cancellation (issue 7): it lands at other moments than anyio's -------
+
+
+async def held_classifier(**kwargs: Any) -> tuple[AsyncClassifier, Gate]:
+    gate = Gate()
+    clf = AsyncClassifier(KeywordClassifier(gate=gate, block=["predict_proba"]), **kwargs)
+    await clf.fit(TRAIN_X, TRAIN_Y)
+    gate.close()
+    return clf, gate
+
+
+@pytest.mark.asyncio
+async def test_task_cancel_of_a_running_leader_returns_at_once() -> None:
+    """Task.cancel() on the caller leading a running batch returns before the worker
+    ends; the batch still answers the caller queued in it."""
+    clf, gate = await held_classifier(limiter=anyio.CapacityLimiter(1), max_latency=0.05)
+    leader = asyncio.create_task(clf.classify("leader"))
+    await asyncio.sleep(0)
+    follower = asyncio.create_task(clf.classify("spam follower"))
+    await gate.wait_entered()
+    leader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(leader, timeout=5)
+    assert not gate.release.is_set()
+    gate.release.set()
+    assert (await asyncio.wait_for(follower, timeout=10)).label == "spam"
+    await settle(clf)
+    assert clf.limiter_.statistics().borrowed_tokens == 0
+
+
+@pytest.mark.asyncio
+async def test_wait_for_times_out_a_running_leader_promptly() -> None:
+    """asyncio.wait_for around a call whose batch is held returns at its timeout."""
+    clf, gate = await held_classifier()
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(clf.classify("spam"), timeout=0.05)
+    assert not gate.release.is_set()
+    gate.release.set()
+    await settle(clf)
+    assert (await clf.classify("eggs")).label == "eggs"
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.TaskGroup is Python 3.11+")
+@pytest.mark.asyncio
+async def test_a_failing_task_group_cancels_its_callers_cleanly() -> None:
+    """A TaskGroup whose sibling fails cancels callers queued and running alike;
+    nothing is stranded and the classifier serves on."""
+    clf, gate = await held_classifier(limiter=anyio.CapacityLimiter(1))
+
+    async def boom() -> None:
+        await gate.wait_entered()
+        msg = "sibling failed"
+        raise RuntimeError(msg)
+
+    task_group: Any = getattr(asyncio, "TaskGroup")  # noqa: B009 - absent before 3.11
+
+    async def run_group() -> None:
+        async with task_group() as group:
+            for i in range(5):
+                group.create_task(clf.classify(f"spam {i}"))
+            group.create_task(boom())
+
+    caught: Any = None
+    try:
+        await run_group()
+    except Exception as exc:  # an ExceptionGroup, a name Python 3.10 lacks
+        caught = exc
+    assert [type(exc) for exc in caught.exceptions] == [RuntimeError]
+    gate.release.set()
+    await settle(clf)
+    assert clf.statistics().queue_depth == 0
+    assert (await clf.classify("eggs")).label == "eggs"
+
+
+@pytest.mark.asyncio
+async def test_task_cancel_of_a_woken_leader_hands_leadership_on() -> None:
+    """A request woken to lead and cancelled by Task.cancel() before it runs wakes the
+    next request (Batcher.wait's except branch); without it the lane waits forever."""
+    clf, gate = await held_classifier(max_batch_size=1, limiter=anyio.CapacityLimiter(1))
+    batcher = clf._batcher
+    original = batcher._wake_next
+    tasks: dict[str, asyncio.Task[Any]] = {}
+    woken: list[str] = []
+
+    def wake_and_cancel(lane: Any) -> None:
+        original(lane)
+        if not woken and any(r.texts == ["b"] for r in lane.queue):
+            woken.append("b")
+            tasks["b"].cancel()
+
+    batcher._wake_next = wake_and_cancel  # type: ignore[method-assign]
+    first = asyncio.create_task(clf.classify("first"))
+    await gate.wait_entered()
+    for name in ("a", "b", "c"):
+        tasks[name] = asyncio.create_task(clf.classify(name))
+        for _ in range(5):
+            await asyncio.sleep(0)
+    gate.release.set()
+    done = await asyncio.wait_for(asyncio.gather(first, tasks["a"], tasks["c"]), timeout=10)
+    assert [p.text for p in done] == ["first", "a", "c"]
+    assert woken == ["b"]
+    assert tasks["b"].cancelled()
