@@ -440,10 +440,12 @@ async def test_leaving_a_stream_returns_while_its_batch_still_runs() -> None:
     clf, _, gate = await recording()
     gate.close()
     with anyio.fail_after(10):
-        async with clf.stream([f"spam {i}" for i in range(10)]) as results:
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(gate.wait_entered)
-            # Leave while the first batch is held in the gate.
+        async with (
+            clf.stream([f"spam {i}" for i in range(10)]) as results,
+            anyio.create_task_group() as tasks,
+        ):
+            # Leave once the first batch is held in the gate.
+            tasks.start_soon(gate.wait_entered)
         assert not gate.release.is_set()
         gate.release.set()
         await settle(clf)
@@ -556,8 +558,10 @@ async def test_statistics_count_a_cancelled_chunked_call() -> None:
 
 
 async def test_a_woken_leader_cancelled_before_it_runs_hands_leadership_on() -> None:
-    """A request woken to lead and cancelled before it runs wakes the next one;
-    without that hand-off the rest of the lane would wait forever."""
+    """A request woken to lead and cancelled (by a cancel scope) before it runs never
+    leaves the lane leaderless. anyio delivers this cancellation once the task leads,
+    so _lead's finally hands over; test_asyncio_interop pins the except branch of
+    Batcher.wait, where a native Task.cancel() lands instead."""
     clf, log, gate = await recording(max_batch_size=1, limiter=anyio.CapacityLimiter(1))
     gate.close()
     scopes = {name: anyio.CancelScope() for name in ("a", "b", "c")}

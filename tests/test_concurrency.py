@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -73,11 +74,32 @@ async def test_work_holds_the_classifiers_own_limiter() -> None:
 
 
 async def test_shared_limiter_bounds_several_classifiers() -> None:
-    """Classifiers given one limiter share its tokens."""
-    limiter = anyio.CapacityLimiter(3)
-    first = AsyncClassifier(KeywordClassifier(), limiter=limiter)
-    second = AsyncClassifier(KeywordClassifier(), limiter=limiter)
+    """Classifiers given one limiter share its tokens: while one classifier's batch
+    holds the only token, the other's call waits for it and runs after."""
+    limiter = anyio.CapacityLimiter(1)
+    gate = Gate()
+    first = AsyncClassifier(KeywordClassifier(gate=gate, block=["predict_proba"]), limiter=limiter)
+    second = AsyncClassifier(KeywordClassifier(), limiter=limiter, max_latency=0)
+    gate.release.set()
+    await first.fit(TRAIN_X, TRAIN_Y)
+    await second.fit(TRAIN_X, TRAIN_Y)
     assert first.limiter_ is second.limiter_ is limiter
+    gate.close()
+    answered: list[str] = []
+
+    async def second_call() -> None:
+        answered.append((await second.classify("eggs")).label)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(first.classify, "spam")
+            await gate.wait_entered()
+            tasks.start_soon(second_call)
+            await wait_all_tasks_blocked()
+            assert answered == []
+            assert limiter.statistics().tasks_waiting == 1
+            gate.release.set()
+    assert answered == ["eggs"]
 
 
 async def test_predictions_during_a_fit_use_the_old_model_and_do_not_wait() -> None:
@@ -225,20 +247,24 @@ async def test_calls_under_different_sklearn_configs_never_share_a_batch() -> No
     assert True in log.assume_finite
 
 
-async def test_native_thread_pools_are_capped_in_workers() -> None:
-    """OpenMP pools seen inside a worker never exceed cores / limiter tokens.
+@pytest.mark.parametrize("tokens", [None, 1])
+async def test_native_thread_pools_are_capped_in_workers(tokens: int | None) -> None:
+    """OpenMP pools seen inside a worker hold exactly cores // limiter tokens threads
+    (at least 1); the default limiter has a token per core.
 
     BLAS pools are capped too, best effort: OpenBLAS 0.3.30 was seen ignoring
     ``openblas_set_num_threads`` from a new thread while an older one lived (see
     docs/concurrency.md), so only OpenMP, whose setting is per thread, is asserted.
     """
+    cores = len(os.sched_getaffinity(0))
+    limiter = None if tokens is None else anyio.CapacityLimiter(tokens)
+    expected = max(1, cores // (cores if tokens is None else min(tokens, cores)))
     log = CallLog()
-    clf = AsyncClassifier(RecordingClassifier(log=log))
+    clf = AsyncClassifier(RecordingClassifier(log=log), limiter=limiter)
     await clf.fit(TRAIN_X, TRAIN_Y)
     await clf.predict_proba(["ham"])
-    cap = clf._executor.native_threads
     assert log.native_threads, "threadpoolctl found no OpenMP pool (scikit-learn ships one)"
-    assert max(log.native_threads) <= cap
+    assert set(log.native_threads) == {expected}
 
 
 async def test_event_loop_stays_responsive_during_a_fit() -> None:
