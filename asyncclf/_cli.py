@@ -1,20 +1,28 @@
 """The ``asyncclf`` command line, built on the public API.
 
 Every command streams its input in bounded memory except ``train`` (a fit needs all
-the data). Problems with the input or the model end the command with one line on
-stderr naming the file and line, and exit status 1; no traceback.
+the data). Problems with the input, the model or the output end the command with one
+line on stderr, ``asyncclf: FILE[:LINE]: what went wrong``, and exit status 1; no
+traceback. Usage errors exit with status 2, as argparse does.
 """
 
 from __future__ import annotations
 
 import argparse
+import codecs
 import importlib.util
 import json
+import math
+import os
 import random
+import re
 import sys
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+import tempfile
+import warnings
+from collections import deque
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import AbstractContextManager, aclosing, nullcontext
-from typing import IO, Any, TextIO
+from typing import IO, Any
 
 import anyio
 import anyio.to_thread
@@ -25,46 +33,148 @@ from ._errors import AsyncClfError
 __all__ = ["main"]
 
 _READ_CHUNK = 1 << 16
-"""Bytes of input read per worker-thread call."""
+"""Most bytes of input read per worker-thread call."""
+
+_INT64 = 1 << 63
+"""Integer labels must lie in [-_INT64, _INT64), as numpy's int64 does."""
 
 
 class CommandError(Exception):
     """An error to print as one line and exit with status 1."""
 
 
+def _name(path: str) -> str:
+    return "<stdin>" if path == "-" else path
+
+
+def _about(name: str, exc: BaseException) -> CommandError:
+    """Return a CommandError for ``exc`` about the file ``name``, without repeating it."""
+    message = str(exc) or type(exc).__name__
+    if message.startswith(name + " "):
+        message = message[len(name) + 1 :]
+    return CommandError(f"{name}: {message}")
+
+
+def _failure(exc: BaseException | None) -> str:
+    """Describe an exception raised by the estimator (or anything unexpected)."""
+    if exc is None:
+        return "unknown error"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 # -- input -------------------------------------------------------------------------------
 
 
-def _open_input(path: str) -> tuple[str, TextIO]:
-    if path == "-":
-        return "<stdin>", sys.stdin
-    try:
-        return path, open(path, encoding="utf-8")
-    except OSError as exc:
-        msg = f"{path}: cannot open: {exc.strerror or exc}"
-        raise CommandError(msg) from exc
+class _LineReader:
+    """Split a file into lines on ``\\n`` alone and decode them as UTF-8 (worker side).
 
+    ``\\r\\n`` ends a line too; a lone ``\\r`` stays in the text. A UTF-8 byte order
+    mark at the start of the file is dropped. Text-mode files (a replaced
+    ``sys.stdin``) are split the same way, without decoding.
+    """
 
-async def _lines(path: str) -> AsyncIterator[tuple[str, int, str]]:
-    """Yield ``(name, line number, line)`` without its newline, reading off the loop."""
-    name, file = _open_input(path)
-    limiter = anyio.CapacityLimiter(1)
-    lineno = 0
-    try:
+    def __init__(self, file: IO[Any], name: str) -> None:
+        self.file = file
+        self.name = name
+        self.lineno = 0
+        """Lines returned so far."""
+        self._read = getattr(file, "read1", file.read)
+        self._rest: list[Any] = []
+        self._start = True
+
+    @classmethod
+    def open(cls, path: str, opened: list[IO[bytes]]) -> _LineReader:
+        """Open ``path`` (``-`` is stdin) in binary; append what it opens to ``opened``."""
+        if path == "-":
+            stdin: IO[Any] | None = sys.stdin
+            if stdin is None:
+                msg = "<stdin>: no standard input"
+                raise CommandError(msg)
+            return cls(getattr(stdin, "buffer", stdin), "<stdin>")
+        if os.path.isdir(path):
+            msg = f"{path}: is a directory, not a file"
+            raise CommandError(msg)
+        try:
+            opened.append(open(path, "rb"))  # noqa: SIM115 (closed by the caller)
+        except OSError as exc:
+            msg = f"{path}: cannot open: {exc.strerror or exc}"
+            raise CommandError(msg) from exc
+        return cls(opened[-1], path)
+
+    def read(self) -> list[str]:
+        """Return the next lines without their line ends; an empty list at the end."""
         while True:
             try:
-                chunk = await anyio.to_thread.run_sync(file.readlines, _READ_CHUNK, limiter=limiter)
-            except (OSError, UnicodeDecodeError) as exc:
-                msg = f"{name}:{lineno + 1}: cannot read: {exc}"
+                data = self._read(_READ_CHUNK)
+            except OSError as exc:
+                msg = f"{self.name}:{self.lineno + 1}: cannot read: {exc.strerror or exc}"
                 raise CommandError(msg) from exc
-            if not chunk:
-                return
-            for line in chunk:
+            newline = "\n" if isinstance(data, str) else b"\n"
+            if not data:
+                if not self._rest:
+                    return []
+                last = data[:0].join(self._rest)
+                self._rest = []
+                return self._decode(last)
+            cut = data.rfind(newline)
+            if cut < 0:
+                self._rest.append(data)
+                continue
+            complete = data[:0].join([*self._rest, data[:cut]])
+            self._rest = [data[cut + 1 :]] if cut + 1 < len(data) else []
+            return self._decode(complete)
+
+    def _decode(self, data: bytes | str) -> list[str]:
+        if isinstance(data, bytes):
+            if self._start:
+                data = data.removeprefix(codecs.BOM_UTF8)
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                line = self.lineno + 1 + data.count(b"\n", 0, exc.start)
+                column = exc.start - data.rfind(b"\n", 0, exc.start)
+                msg = (
+                    f"{self.name}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x} is "
+                    f"byte {column} of the line); convert the file to UTF-8"
+                )
+                raise CommandError(msg) from None
+        else:
+            text = data.removeprefix("\ufeff") if self._start else data
+        self._start = False
+        lines = [line.removesuffix("\r") for line in text.split("\n")]
+        self.lineno += len(lines)
+        return lines
+
+
+async def _lines(path: str) -> AsyncGenerator[tuple[str, int, str], None]:
+    """Yield ``(name, line number, line)``, reading and decoding in a worker thread."""
+    limiter = anyio.CapacityLimiter(1)
+    opened: list[IO[bytes]] = []
+    try:
+        reader = await anyio.to_thread.run_sync(_LineReader.open, path, opened, limiter=limiter)
+        lineno = 0
+        while lines := await anyio.to_thread.run_sync(reader.read, limiter=limiter):
+            for line in lines:
                 lineno += 1
-                yield name, lineno, line.rstrip("\r\n")
+                yield reader.name, lineno, line
     finally:
-        if file is not sys.stdin:
+        for file in opened:
             file.close()
+
+
+_JSON_TYPES = {
+    type(None): "null",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "an array",
+    dict: "an object",
+}
+
+
+def _json_type(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
 def _field(record: dict[str, Any], field: str, name: str, lineno: int, kind: str) -> Any:
@@ -73,11 +183,18 @@ def _field(record: dict[str, Any], field: str, name: str, lineno: int, kind: str
         raise CommandError(msg)
     value = record[field]
     if kind == "text" and not isinstance(value, str):
-        msg = f"{name}:{lineno}: field {field!r} is {type(value).__name__}, not a string"
+        msg = f"{name}:{lineno}: field {field!r} is {_json_type(value)}, not a string"
         raise CommandError(msg)
-    if kind == "label" and not isinstance(value, (str, int, bool)):
-        msg = f"{name}:{lineno}: field {field!r} is {type(value).__name__}, not a label"
-        raise CommandError(msg)
+    if kind == "label":
+        if not isinstance(value, (str, int)):
+            msg = (
+                f"{name}:{lineno}: field {field!r} is {_json_type(value)}; labels must be "
+                f"strings, integers or booleans"
+            )
+            raise CommandError(msg)
+        if type(value) is int and not -_INT64 <= value < _INT64:
+            msg = f"{name}:{lineno}: label {value} is out of range (integers must fit 64 bits)"
+            raise CommandError(msg)
     return value
 
 
@@ -87,29 +204,62 @@ def _record(line: str, name: str, lineno: int) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         msg = f"{name}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})"
         raise CommandError(msg) from None
+    except (ValueError, RecursionError) as exc:  # a huge integer, too deep a nesting
+        msg = f"{name}:{lineno}: invalid JSON ({exc})"
+        raise CommandError(msg) from None
     if not isinstance(record, dict):
-        msg = f"{name}:{lineno}: expected a JSON object, got {type(record).__name__}"
+        msg = f"{name}:{lineno}: expected a JSON object, got {_json_type(record)}"
         raise CommandError(msg)
     return record
 
 
-async def _texts(path: str, jsonl: bool, text_field: str) -> AsyncGenerator[str, None]:
-    async for name, lineno, line in _lines(path):
-        if jsonl:
-            yield _field(_record(line, name, lineno), text_field, name, lineno, "text")
-        else:
+async def _texts(
+    path: str, jsonl: bool, text_field: str, where: deque[int] | None = None
+) -> AsyncGenerator[str, None]:
+    """Yield the texts of ``path``; append the line number of each to ``where``."""
+    async with aclosing(_lines(path)) as lines:
+        async for name, lineno, line in lines:
+            if jsonl:
+                if not line.strip():
+                    continue
+                line = _field(_record(line, name, lineno), text_field, name, lineno, "text")
+            if where is not None:
+                where.append(lineno)
             yield line
 
 
-async def _examples(path: str, text_field: str, label_field: str) -> AsyncIterator[tuple[str, Any]]:
-    async for name, lineno, line in _lines(path):
-        if not line.strip():
-            continue
-        record = _record(line, name, lineno)
-        yield (
-            _field(record, text_field, name, lineno, "text"),
-            _field(record, label_field, name, lineno, "label"),
-        )
+_KINDS = {str: "string", int: "integer", bool: "boolean"}
+
+
+def _kind(label: Any) -> str | None:
+    return _KINDS.get(type(label))
+
+
+def _a(kind: str | None) -> str:
+    return f"an {kind}" if kind == "integer" else f"a {kind}"
+
+
+async def _examples(
+    path: str, text_field: str, label_field: str, kind: str | None = None
+) -> AsyncGenerator[tuple[int, str, Any], None]:
+    """Yield ``(line number, text, label)``; all labels of ``kind``, or of one kind."""
+    first = 0
+    async with aclosing(_lines(path)) as lines:
+        async for name, lineno, line in lines:
+            if not line.strip():
+                continue
+            record = _record(line, name, lineno)
+            text = _field(record, text_field, name, lineno, "text")
+            label = _field(record, label_field, name, lineno, "label")
+            if kind is None:
+                first, kind = lineno, _kind(label)
+            elif _kind(label) != kind:
+                why = f"the model's labels are {kind}s"
+                if first:
+                    why = f"line {first} has {_a(kind)} label; all labels must be of one type"
+                msg = f"{name}:{lineno}: label {json.dumps(label)} is {_a(_kind(label))}, but {why}"
+                raise CommandError(msg)
+            yield lineno, text, label
 
 
 # -- progress and output ---------------------------------------------------------------
@@ -124,99 +274,319 @@ def _progress(description: str, total: int | None = None) -> AbstractContextMana
     return tqdm(desc=description, total=total, unit=" texts", file=sys.stderr)  # type: ignore[no-any-return]
 
 
-def _emit(out: IO[str], record: dict[str, Any]) -> None:
-    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+def _plain(value: Any) -> Any:
+    """Turn a numpy scalar into the Python scalar ``json`` can write."""
+    item = getattr(value, "item", None)
+    if callable(item):
+        return item()
+    msg = f"{type(value).__name__} is not JSON serializable"
+    raise TypeError(msg)
 
 
-async def _load(path: str, trusted: Sequence[str]) -> AsyncClassifier:
-    return await AsyncClassifier.load(path, trusted=trusted)
+class _Output:
+    """Standard output: JSON records and lines of text, with write errors as one line."""
+
+    def __init__(self, file: IO[str]) -> None:
+        self.file = file
+
+    def line(self, text: str) -> None:
+        """Write ``text`` and a newline; escape what the output's encoding cannot hold."""
+        try:
+            self._write(text + "\n")
+        except UnicodeEncodeError:
+            encoding = getattr(self.file, "encoding", None) or "utf-8"
+            self._write(text.encode(encoding, "backslashreplace").decode(encoding) + "\n")
+
+    def record(self, record: dict[str, Any], where: str) -> None:
+        """Write ``record`` as one line of strict JSON (no NaN), about the input ``where``."""
+        try:
+            line = json.dumps(record, ensure_ascii=False, allow_nan=False, default=_plain)
+        except (TypeError, ValueError) as exc:
+            msg = f"{where}: cannot write the result as JSON ({exc})"
+            raise CommandError(msg) from None
+        try:
+            self._write(line + "\n")
+        except UnicodeEncodeError:  # e.g. a lone surrogate in a text: escape it
+            self._write(json.dumps(record, allow_nan=False, default=_plain) + "\n")
+
+    def flush(self) -> None:
+        """Flush, so that a write error is reported here rather than at exit."""
+        self._write(None)
+
+    def _write(self, text: str | None) -> None:
+        try:
+            if text is None:
+                self.file.flush()
+            else:
+                self.file.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            msg = f"<stdout>: cannot write: {exc.strerror or exc}"
+            raise CommandError(msg) from None
+
+
+def _check_score(score: float, where: str) -> None:
+    if not math.isfinite(score):
+        msg = f"{where}: the model gave the score {score}, not a finite number"
+        raise CommandError(msg)
+
+
+def _answer(result: Any, where: str) -> tuple[Any, float]:
+    """Return the label and score of a stream's result, or fail naming ``where``."""
+    error = getattr(result, "error", None)
+    if not result.ok or error is not None:
+        msg = f"{where}: the model failed on this text: {_failure(error)}"
+        raise CommandError(msg)
+    _check_score(result.score, where)
+    return result.label, result.score
+
+
+async def _load(args: argparse.Namespace) -> AsyncClassifier:
+    """Load MODEL, which must score texts (classify, rank and eval all need scores)."""
+    try:
+        clf = await AsyncClassifier.load(args.model, trusted=args.trusted, sha256=args.sha256)
+    except Exception as exc:  # load parses an untrusted file: any failure is about it
+        if isinstance(exc, AsyncClfError):
+            raise _about(args.model, exc) from exc
+        msg = f"{args.model}: not a readable model file ({_failure(exc)})"
+        raise CommandError(msg) from exc
+    estimator = clf.estimator_
+    if not (hasattr(estimator, "predict_proba") or hasattr(estimator, "decision_function")):
+        msg = (
+            f"{args.model}: its {type(estimator).__name__} has neither predict_proba nor "
+            f"decision_function; this command needs scores"
+        )
+        raise CommandError(msg)
+    return clf
+
+
+def _check_output(path: str, data: str) -> None:
+    """Fail unless a model can be written to ``path``, before any work is done."""
+    if os.path.isdir(path):
+        msg = f"{path}: is a directory; name the model file to write"
+        raise CommandError(msg)
+    if os.path.exists(path) and not os.path.isfile(path):
+        msg = f"{path}: is not a regular file; name the model file to write"
+        raise CommandError(msg)
+    try:
+        same = data != "-" and os.path.samefile(path, data)
+    except OSError:  # either does not exist (yet)
+        same = False
+    if same:
+        msg = f"{path}: is the training data; name another file for the model"
+        raise CommandError(msg)
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        what = "is not a directory" if os.path.exists(directory) else "does not exist"
+        msg = f"{path}: cannot write the model: {directory} {what}"
+        raise CommandError(msg)
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        msg = f"{path}: cannot write the model in {directory}: {exc.strerror or exc}"
+        raise CommandError(msg) from None
 
 
 # -- commands --------------------------------------------------------------------------
 
 
-async def _train(args: argparse.Namespace, out: Callable[[str], object]) -> None:
+async def _fit(texts: list[str], labels: list[Any], source: str) -> AsyncClassifier:
+    try:
+        return await AsyncClassifier().fit(texts, labels)
+    except AsyncClfError as exc:
+        raise _about(source, exc) from exc
+    except ValueError as exc:  # scikit-learn's word for data it cannot train on
+        msg = f"{source}: cannot train on these examples: {exc}"
+        raise CommandError(msg) from exc
+
+
+async def _held_out(texts: list[str], labels: list[Any], holdout: float, seed: int) -> str:
+    """Return the report of the accuracy on a seeded held-out part of the examples."""
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
+    cut = round(len(order) * (1 - holdout))
+    train, test = order[:cut], order[cut:]
+    kept = len({labels[i] for i in train})
+    if not test or kept < 2:
+        why = "no example is held out" if not test else f"the rest has {kept} class(es)"
+        return f"held-out accuracy: not computed ({why}; try another --holdout)"
+    try:
+        held = await AsyncClassifier().fit([texts[i] for i in train], [labels[i] for i in train])
+    except ValueError as exc:  # e.g. too few examples of a class left to train on
+        return f"held-out accuracy: not computed ({_one_line(str(exc))})"
+    accuracy = await held.score([texts[i] for i in test], [labels[i] for i in test])
+    share = f"{len(test)} examples, {holdout:.0%} held out, seed {seed}"
+    return f"held-out accuracy: {accuracy:.4f} ({share})"
+
+
+async def _train(args: argparse.Namespace, out: _Output) -> None:
+    source = _name(args.data)
+    await anyio.to_thread.run_sync(_check_output, args.output, args.data)
     texts: list[str] = []
     labels: list[Any] = []
-    async for text, label in _examples(args.data, args.text_field, args.label_field):
-        texts.append(text)
-        labels.append(label)
+    async with aclosing(_examples(args.data, args.text_field, args.label_field)) as examples:
+        async for _, text, label in examples:
+            texts.append(text)
+            labels.append(label)
     counts: dict[Any, int] = {}
     for label in labels:
         counts[label] = counts.get(label, 0) + 1
-    source = "<stdin>" if args.data == "-" else args.data
-    out(f"read {len(texts)} examples from {source}, {len(counts)} classes:")
+    if not texts:
+        msg = f"{source}: no examples"
+        raise CommandError(msg)
+    if len(counts) < 2:
+        only = json.dumps(labels[0])
+        msg = f"{source}: every example has the label {only}; training needs 2 classes or more"
+        raise CommandError(msg)
+    out.line(f"read {len(texts)} examples from {source}, {len(counts)} classes:")
     for label, count in sorted(counts.items(), key=lambda item: str(item[0])):
-        out(f"  {label}: {count}")
+        out.line(f"  {label}: {count}")
     if args.holdout > 0:
-        order = list(range(len(texts)))
-        random.Random(args.seed).shuffle(order)
-        cut = round(len(order) * (1 - args.holdout))
-        train, test = order[:cut], order[cut:]
-        if test and len({labels[i] for i in train}) >= 2:
-            held = await AsyncClassifier().fit(
-                [texts[i] for i in train], [labels[i] for i in train]
-            )
-            accuracy = await held.score([texts[i] for i in test], [labels[i] for i in test])
-            out(
-                f"held-out accuracy: {accuracy:.4f} ({len(test)} examples, "
-                f"{args.holdout:.0%} held out, seed {args.seed})"
-            )
-    clf = await AsyncClassifier().fit(texts, labels)
-    await clf.save(args.output)
-    out(f"trained on all {len(texts)} examples; model saved to {args.output}")
+        out.line(await _held_out(texts, labels, args.holdout, args.seed))
+    clf = await _fit(texts, labels, source)
+    try:
+        digest = await clf.save(args.output)
+    except OSError as exc:
+        msg = f"{args.output}: cannot write the model: {exc.strerror or exc}"
+        raise CommandError(msg) from exc
+    except AsyncClfError as exc:
+        raise _about(args.output, exc) from exc
+    out.line(
+        f"trained on all {len(texts)} examples; model saved to {args.output} (sha256 {digest})"
+    )
+    out.flush()
 
 
-async def _classify(args: argparse.Namespace, stdout: IO[str]) -> None:
-    clf = await _load(args.model, args.trusted)
-    lines = _texts(args.input, args.jsonl, args.text_field)
+async def _classify(args: argparse.Namespace, out: _Output) -> None:
+    clf = await _load(args)
+    name = _name(args.input)
+    where: deque[int] = deque()
+    texts = _texts(args.input, args.jsonl, args.text_field, where)
     with _progress("classify") as bar:
-        async with aclosing(lines), clf.stream(lines) as results:
+        async with aclosing(texts), clf.stream(texts, on_error="yield") as results:
             async for p in results:
-                record = {"index": p.index, "label": p.label, "score": p.score}
+                at = f"{name}:{where.popleft()}"
+                label, score = _answer(p, at)
+                record = {"index": p.index, "label": label, "score": score}
                 if args.with_text:
                     record["text"] = p.text
-                _emit(stdout, record)
+                out.record(record, at)
                 if bar is not None:
                     bar.update()
+    out.flush()
 
 
-async def _rank(args: argparse.Namespace, stdout: IO[str]) -> None:
-    clf = await _load(args.model, args.trusted)
-    async with aclosing(_texts(args.input, args.jsonl, args.text_field)) as lines:
-        best = await clf.top_k(lines, args.label, args.k)
+def _resolve_label(given: str, classes: list[Any], model: str) -> Any:
+    """Return the class of the model that ``--label given`` names, or fail."""
+
+    def spellings(label: Any) -> set[str]:
+        return {str(label), json.dumps(label)} if isinstance(label, bool) else {str(label)}
+
+    matches = [label for label in classes if given in spellings(label)]
+    if len(matches) == 1:
+        return matches[0]
+    listing = ", ".join(json.dumps(label, default=str) for label in classes)
+    what = "no class" if not matches else f"{len(matches)} classes"
+    msg = f"{model}: --label {given} names {what}; the model's classes are {listing}"
+    raise CommandError(msg)
+
+
+async def _rank(args: argparse.Namespace, out: _Output) -> None:
+    clf = await _load(args)
+    label = _resolve_label(args.label, clf.classes_.tolist(), args.model)
+    name = _name(args.input)
+    try:
+        async with aclosing(_texts(args.input, args.jsonl, args.text_field)) as lines:
+            best = await clf.top_k(lines, label, args.k)
+    except CommandError:
+        raise
+    except AsyncClfError as exc:
+        raise _about(name, exc) from exc
+    except Exception as exc:  # the estimator's own, which top_k passes through
+        msg = f"{name}: the model failed on a text: {_failure(exc)}"
+        raise CommandError(msg) from exc
+    for ranked in best:  # all before writing any: a NaN score ranks last
+        _check_score(ranked.score, f"{name}: the text at index {ranked.index}")
     for ranked in best:
-        _emit(stdout, {"index": ranked.index, "score": ranked.score, "text": ranked.text})
+        at = f"{name}: the text at index {ranked.index}"
+        out.record({"index": ranked.index, "score": ranked.score, "text": ranked.text}, at)
+    out.flush()
 
 
-async def _eval(args: argparse.Namespace, out: Callable[[str], object]) -> None:
+async def _eval(args: argparse.Namespace, out: _Output) -> None:
     from sklearn.metrics import accuracy_score, classification_report, f1_score
 
-    clf = await _load(args.model, args.trusted)
+    clf = await _load(args)
+    name = _name(args.data)
+    kinds = {_kind(label) for label in clf.classes_.tolist()}
+    kind = kinds.pop() if len(kinds) == 1 else None
     truth: list[Any] = []
+    where: deque[int] = deque()
 
     async def texts() -> AsyncGenerator[str, None]:
-        async for text, label in _examples(args.data, args.text_field, args.label_field):
-            truth.append(label)
-            yield text
+        examples = _examples(args.data, args.text_field, args.label_field, kind)
+        async with aclosing(examples):
+            async for lineno, text, label in examples:
+                truth.append(label)
+                where.append(lineno)
+                yield text
 
     predicted: list[Any] = []
     with _progress("eval") as bar:
-        async with aclosing(texts()) as source, clf.stream(source) as results:
+        async with aclosing(texts()) as source, clf.stream(source, on_error="yield") as results:
             async for p in results:
-                predicted.append(p.label)
+                predicted.append(_answer(p, f"{name}:{where.popleft()}")[0])
                 if bar is not None:
                     bar.update()
     if not truth:
-        msg = f"{args.data}: no examples"
+        msg = f"{name}: no examples"
         raise CommandError(msg)
-    out(f"examples: {len(truth)}")
-    out(f"accuracy: {accuracy_score(truth, predicted):.4f}")
-    out(f"macro-F1: {f1_score(truth, predicted, average='macro'):.4f}")
-    out(classification_report(truth, predicted, digits=4, zero_division=0).rstrip())
+    try:
+        accuracy = accuracy_score(truth, predicted)
+        macro_f1 = f1_score(truth, predicted, average="macro")
+        report = classification_report(truth, predicted, digits=4, zero_division=0)
+    except ValueError as exc:
+        msg = f"{name}: cannot compare the labels with the model's: {exc}"
+        raise CommandError(msg) from exc
+    out.line(f"examples: {len(truth)}")
+    out.line(f"accuracy: {accuracy:.4f}")
+    out.line(f"macro-F1: {macro_f1:.4f}")
+    out.line(report.rstrip())
+    out.flush()
 
 
 # -- parser ----------------------------------------------------------------------------
+
+
+def _count(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        msg = f"must be an integer >= 0, not {value!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return number
+
+
+def _fraction(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not 0 <= number < 1:
+        msg = f"must be a number in [0, 1), not {value!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return number
+
+
+def _sha256(value: str) -> str:
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        msg = "must be 64 hexadecimal digits, the SHA-256 digest train prints"
+        raise argparse.ArgumentTypeError(msg)
+    return value.lower()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -245,6 +615,12 @@ def _parser() -> argparse.ArgumentParser:
             metavar="TYPE",
             help="a type to trust in MODEL, repeatable (only for files from a trusted source)",
         )
+        command.add_argument(
+            "--sha256",
+            type=_sha256,
+            metavar="HEX",
+            help="refuse MODEL unless its SHA-256 digest is HEX (train prints it)",
+        )
 
     def texts(command: argparse.ArgumentParser) -> None:
         command.add_argument(
@@ -259,7 +635,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("data", metavar="DATA", help="JSON Lines with text and label; - is stdin")
     train.add_argument("-o", "--output", required=True, metavar="MODEL", help="model file")
     train.add_argument(
-        "--holdout", type=float, default=0.2, help="fraction held out to report accuracy"
+        "--holdout", type=_fraction, default=0.2, help="fraction held out to report accuracy"
     )
     train.add_argument("--seed", type=int, default=0, help="seed of the held-out split")
     fields(train, label=True)
@@ -271,8 +647,8 @@ def _parser() -> argparse.ArgumentParser:
 
     rank = commands.add_parser("rank", help="the k texts most likely to have a label")
     model(rank)
-    rank.add_argument("--label", required=True, help="the label to rank by")
-    rank.add_argument("-k", type=int, default=10, help="how many texts to keep (default 10)")
+    rank.add_argument("--label", required=True, help="the label to rank by, as train prints it")
+    rank.add_argument("-k", type=_count, default=10, help="how many texts to keep (default 10)")
     texts(rank)
 
     evaluate = commands.add_parser("eval", help="accuracy, macro-F1 and a per-class report")
@@ -284,6 +660,10 @@ def _parser() -> argparse.ArgumentParser:
         "demo", help="train on the bundled SMS corpus, then classify and rank concurrently"
     )
     return parser
+
+
+def _one_line(message: str) -> str:
+    return " ".join(part for part in message.splitlines() if part) or "failed"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -299,12 +679,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.backend == "trio" and importlib.util.find_spec("trio") is None:
         print("asyncclf: trio is not installed; 'pip install trio' first.", file=sys.stderr)
         return 1
-    if args.command == "rank" and args.k < 0:
-        print("asyncclf: -k must be >= 0", file=sys.stderr)
-        return 2
-    if args.command == "train" and not 0 <= args.holdout < 1:
-        print("asyncclf: --holdout must be in [0, 1)", file=sys.stderr)
-        return 2
+    if sys.stdout is None:  # started with standard output closed
+        print("asyncclf: <stdout>: closed; nowhere to write the results", file=sys.stderr)
+        return 1
+    out = _Output(sys.stdout)
+
+    def show(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+        print(f"asyncclf: warning: {_one_line(str(message))}", file=sys.stderr)
 
     async def run() -> None:
         if args.command == "demo":
@@ -312,20 +693,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             await run_demo()
         elif args.command == "train":
-            await _train(args, print)
+            await _train(args, out)
         elif args.command == "classify":
-            await _classify(args, sys.stdout)
+            await _classify(args, out)
         elif args.command == "rank":
-            await _rank(args, sys.stdout)
+            await _rank(args, out)
         else:
-            await _eval(args, print)
+            await _eval(args, out)
 
     try:
-        anyio.run(run, backend=args.backend)
+        with warnings.catch_warnings():
+            warnings.showwarning = show  # one line, like errors
+            anyio.run(run, backend=args.backend)
     except (CommandError, AsyncClfError) as exc:
-        print(f"asyncclf: {exc}", file=sys.stderr)
+        print(f"asyncclf: {_one_line(str(exc))}", file=sys.stderr)
         return 1
-    except BrokenPipeError:  # e.g. piped into head
+    except BrokenPipeError:  # e.g. piped into head: stop quietly
+        try:  # and keep Python from reporting the pipe again when it flushes at exit
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
         return 0
     except KeyboardInterrupt:
         print("asyncclf: interrupted", file=sys.stderr)

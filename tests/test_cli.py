@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import io
 import json
 import subprocess
 import sys
+import warnings
+import zipfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import anyio
+import numpy as np
 import pytest
+from numpy.typing import NDArray
 
+from asyncclf import AsyncClassifier, PersistenceError
 from asyncclf._cli import main
 from asyncclf._demo import load_sms_spam
+
+from .fakes import TRAIN_X, TRAIN_Y, KeywordClassifier
+
+KEYWORD = "tests.fakes.KeywordClassifier"
 
 
 @pytest.fixture(scope="module")
@@ -147,8 +161,8 @@ def test_eval_reports_accuracy_macro_f1_and_classes(
     [
         ('{"msg": "ok", "y": "ham"}\nnot json\n', r"bad.jsonl:2: invalid JSON"),
         ('{"msg": "ok", "y": "ham"}\n{"y": "ham"}\n', r"bad.jsonl:2: no 'msg' field"),
-        ('{"msg": 3, "y": "ham"}\n', r"bad.jsonl:1: field 'msg' is int, not a string"),
-        ('["msg"]\n', r"bad.jsonl:1: expected a JSON object, got list"),
+        ('{"msg": 3, "y": "ham"}\n', r"bad.jsonl:1: field 'msg' is an integer, not a string"),
+        ('["msg"]\n', r"bad.jsonl:1: expected a JSON object, got an array"),
     ],
 )
 def test_bad_data_gives_one_line_naming_file_and_line(
@@ -224,3 +238,625 @@ def test_trusted_types_can_be_named(tmp_path: Path, capsys: pytest.CaptureFixtur
     )
     assert status == 0
     assert json.loads(out)["label"] == "spam"
+
+
+# -- hardening: every expected failure is one line, exit status 1 -------------------------
+
+
+class NonFiniteClassifier(KeywordClassifier):
+    """A keyword classifier scoring NaN a text containing 'NAN', inf one with 'INF'."""
+
+    def predict_proba(self, X: Sequence[str]) -> NDArray[np.float64]:
+        rows = super().predict_proba(X)
+        for i, text in enumerate(X):
+            if "NAN" in text:
+                rows[i] = np.nan
+            elif "INF" in text:
+                rows[i] = np.inf
+        return rows
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The event loop to run the command on."""
+    name: str = request.param
+    return name
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """300 bundled SMS messages as JSON Lines with the default field names."""
+    texts, labels = load_sms_spam()
+    path = tmp_path_factory.mktemp("small") / "small.jsonl"
+    rows = [{"text": t, "label": y} for t, y in zip(texts[:300], labels[:300], strict=True)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def save_model(path: Path, estimator: Any, labels: Sequence[Any]) -> Path:
+    """Fit ``estimator`` on TRAIN_X with ``labels`` through the public API and save it."""
+
+    async def save() -> None:
+        clf = await AsyncClassifier(estimator).fit(TRAIN_X, list(labels))
+        await clf.save(path)
+
+    anyio.run(save)
+    return path
+
+
+@pytest.fixture(scope="module")
+def keyword_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A KeywordClassifier model (it raises for a text containing 'BOOM')."""
+    return save_model(tmp_path_factory.mktemp("kw") / "kw.skops", KeywordClassifier(), TRAIN_Y)
+
+
+def one_error(err: str) -> str:
+    """Return the single stderr line without its 'asyncclf: ' prefix; fail otherwise."""
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("asyncclf: "), err
+    return lines[0].removeprefix("asyncclf: ")
+
+
+def records(out: str) -> list[dict[str, Any]]:
+    """Parse JSON Lines strictly: NaN and Infinity are refused, as by other parsers."""
+
+    def refuse(constant: str) -> None:
+        msg = f"non-standard JSON constant {constant}"
+        raise AssertionError(msg)
+
+    return [json.loads(line, parse_constant=refuse) for line in out.splitlines()]
+
+
+@pytest.mark.parametrize("case", ["missing directory", "a directory", "under a file", "the data"])
+def test_train_checks_the_output_before_training(
+    small: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], backend: str, case: str
+) -> None:
+    """train refuses an unwritable -o in one line before reading or training anything."""
+    target = {
+        "missing directory": tmp_path / "missing" / "m.skops",
+        "a directory": tmp_path,
+        "under a file": small / "m.skops",
+        "the data": small,
+    }[case]
+    before = small.read_bytes()
+    status, out, err = run(["--backend", backend, "train", str(small), "-o", str(target)], capsys)
+    assert (status, out) == (1, "")
+    assert one_error(err).startswith(f"{target}: ")
+    assert small.read_bytes() == before
+
+
+def test_train_names_missing_data_even_when_the_model_exists(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing DATA is one line naming it, also when -o names an existing model."""
+    before = model.read_bytes()
+    missing = tmp_path / "missing.jsonl"
+    status, out, err = run(["train", str(missing), "-o", str(model)], capsys)
+    assert (status, out) == (1, "")
+    assert one_error(err) == f"{missing}: cannot open: No such file or directory"
+    assert model.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "error",
+    [OSError(errno.ENOSPC, "No space left"), PersistenceError("No space left.")],
+    ids=["OSError", "PersistenceError"],
+)
+def test_train_reports_a_refused_model_write_in_one_line(
+    small: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    backend: str,
+    error: Exception,
+) -> None:
+    """A save the disk refuses (raw OSError or PersistenceError) is one line naming -o."""
+
+    async def refuse(self: AsyncClassifier, path: object) -> str:
+        raise error
+
+    monkeypatch.setattr(AsyncClassifier, "save", refuse)
+    target = tmp_path / "m.skops"
+    status, _, err = run(
+        ["--backend", backend, "train", str(small), "-o", str(target), "--holdout", "0"], capsys
+    )
+    assert status == 1
+    message = one_error(err)
+    assert message.startswith(f"{target}: ")
+    assert "No space left" in message
+
+
+def test_train_prints_the_sha256_that_classify_can_pin(
+    small: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    """train prints the model file's SHA-256; classify --sha256 accepts it, any case."""
+    target = tmp_path / "m.skops"
+    status, out, _ = run(
+        ["--backend", backend, "train", str(small), "-o", str(target), "--holdout", "0"], capsys
+    )
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    assert status == 0
+    assert out.splitlines()[-1].endswith(f"model saved to {target} (sha256 {digest})")
+    source = tmp_path / "in.txt"
+    source.write_text("free prize\n", encoding="utf-8")
+    for pinned in (digest, digest.upper()):
+        status, out, _ = run(
+            ["--backend", backend, "classify", str(target), "--sha256", pinned, str(source)],
+            capsys,
+        )
+        assert status == 0
+        assert len(records(out)) == 1
+
+
+def test_classify_refuses_a_model_whose_sha256_differs(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    """--sha256 with another digest refuses the model in one line; a malformed one is usage."""
+    source = tmp_path / "in.txt"
+    source.write_text("free prize\n", encoding="utf-8")
+    other = hashlib.sha256(b"another file").hexdigest()
+    for command in (["classify", str(model)], ["rank", str(model), "--label", "spam"]):
+        status, out, err = run(
+            ["--backend", backend, *command, "--sha256", other, str(source)], capsys
+        )
+        assert (status, out) == (1, "")
+        assert one_error(err).startswith(f"{model}: ")
+    with pytest.raises(SystemExit) as usage:
+        main(["eval", str(model), str(source), "--sha256", "abc"])
+    assert usage.value.code == 2
+    assert "argument --sha256: must be 64 hexadecimal digits" in capsys.readouterr().err
+
+
+def test_bad_models_give_one_line_naming_the_file(
+    small: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    """A directory, a data file, a skops file of something else or a bad zip as MODEL."""
+    import skops.io
+
+    skops_dict = tmp_path / "dict.skops"
+    skops.io.dump({"header": "not asyncclf"}, skops_dict)
+    bad_zip = tmp_path / "bad.skops"
+    with zipfile.ZipFile(bad_zip, "w") as archive:
+        archive.writestr("schema.json", "[]")
+    source = tmp_path / "in.txt"
+    source.write_text("hello\n", encoding="utf-8")
+    for path in (tmp_path, small, skops_dict, bad_zip):
+        status, out, err = run(["--backend", backend, "classify", str(path), str(source)], capsys)
+        assert (status, out) == (1, "")
+        assert one_error(err).startswith(f"{path}: ")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "{}: no examples"),
+        ("\n  \n", "{}: no examples"),
+        ('{"text": "a b", "label": "x"}\n' * 3, '{}: every example has the label "x"; '),
+        ('{"text": "a b", "label": 1.5}\n', "{}:1: field 'label' is a number; labels must be"),
+        ('{"text": "a b", "label": null}\n', "{}:1: field 'label' is null; labels must be"),
+        ('{"text": "a b", "label": [1]}\n', "{}:1: field 'label' is an array; labels must be"),
+        ('{"text": "a b", "label": {}}\n', "{}:1: field 'label' is an object; labels must be"),
+        ('{"text": null, "label": "x"}\n', "{}:1: field 'text' is null, not a string"),
+        (
+            '{"text": "a b", "label": 1}\n\n{"text": "c d", "label": "1"}\n',
+            '{}:3: label "1" is a string, but line 1 has an integer label',
+        ),
+        (
+            '{"text": "a b", "label": true}\n{"text": "c d", "label": 1}\n',
+            "{}:2: label 1 is an integer, but line 1 has a boolean label",
+        ),
+        ('{"text": "a b", "label": 99999999999999999999}\n', "{}:1: label 99999999999999999999"),
+        ('{"text": "a b", "label": ' + "9" * 5000 + "}\n", "{}:1: invalid JSON (Exceeds"),
+        ("[" * 100_000 + "]" * 100_000 + "\n", "{}:1: invalid JSON (maximum recursion"),
+        (
+            '{"text": "", "label": "x"}\n{"text": " ", "label": "y"}\n' * 2,
+            "{}: cannot train on these examples: empty vocabulary",
+        ),
+    ],
+    ids=[
+        "empty",
+        "blank",
+        "one class",
+        "float",
+        "null",
+        "array",
+        "object",
+        "null text",
+        "1 and '1'",
+        "true and 1",
+        "beyond int64",
+        "huge int",
+        "deep",
+        "no words",
+    ],
+)
+def test_bad_training_data_gives_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    """Training data train cannot learn from is refused in one line naming file and line."""
+    data = tmp_path / "data.jsonl"
+    data.write_text(content, encoding="utf-8")
+    status, _, err = run(["train", str(data), "-o", str(tmp_path / "m.skops")], capsys)
+    assert status == 1
+    assert one_error(err).startswith(message.format(data))
+    assert not (tmp_path / "m.skops").exists()
+
+
+def test_train_goes_on_when_the_held_out_split_cannot_be_trained(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    """A --holdout leaving too few examples of a class skips the accuracy, then trains."""
+    rows = [("hello there", "a"), ("hello you", "a"), ("good bye", "b"), ("bye bye", "b")]
+    data = tmp_path / "data.jsonl"
+    lines = [json.dumps({"text": t, "label": y}) for t, y in [*rows, ("bye now", "b")]]
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    target = tmp_path / "m.skops"
+    status, out, err = run(
+        ["--backend", backend, "train", str(data), "-o", str(target), "--holdout", "0.5"], capsys
+    )
+    assert (status, err) == (0, "")
+    assert "held-out accuracy: not computed (" in out
+    assert target.exists()
+
+
+def test_eval_refuses_labels_of_another_type_than_the_model(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    """eval names the first label whose type differs from the model's labels."""
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"text": "hi", "label": "ham"}\n{"text": "yo", "label": 1}\n', "utf-8")
+    status, out, err = run(["--backend", backend, "eval", str(model), str(data)], capsys)
+    assert (status, out) == (1, "")
+    assert one_error(err) == (
+        f"{data}:2: label 1 is an integer, but the model's labels are strings"
+    )
+
+
+@pytest.mark.parametrize("command", ["classify", "eval"])
+def test_a_text_the_model_fails_on_is_named_by_its_line(
+    keyword_model: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    backend: str,
+    command: str,
+) -> None:
+    """An estimator error on one text ends classify/eval in one line naming that line."""
+    texts = ["spam spam", "ham", "eggs and BOOM", "ham"]
+    source = tmp_path / "in.jsonl"
+    rows = [json.dumps({"text": t, "label": "ham"}) for t in texts]
+    source.write_text("\n\n".join(rows) + "\n", encoding="utf-8")
+    args = [command, "--trusted", KEYWORD, str(keyword_model), str(source)]
+    status, out, err = run(
+        ["--backend", backend, *args, *["--jsonl"] * (command != "eval")], capsys
+    )
+    assert status == 1
+    assert one_error(err).startswith(f"{source}:5: the model failed on this text: ValueError")
+    if command == "classify":
+        assert [r["label"] for r in records(out)] == ["spam", "ham"]
+
+
+def test_rank_reports_a_model_failure_in_one_line(
+    keyword_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    """An estimator error while ranking is one line naming the input, no output."""
+    source = tmp_path / "in.txt"
+    source.write_text("spam\nBOOM\nham\n", encoding="utf-8")
+    args = ["rank", "--trusted", KEYWORD, str(keyword_model), "--label", "spam", str(source)]
+    status, out, err = run(["--backend", backend, *args], capsys)
+    assert (status, out) == (1, "")
+    assert one_error(err).startswith(f"{source}: ")
+    assert "ValueError" in err
+
+
+@pytest.mark.parametrize("bad", ["NAN", "INF"])
+def test_non_finite_scores_never_reach_the_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], backend: str, bad: str
+) -> None:
+    """A NaN or infinite score is one line naming the text; stdout stays strict JSON."""
+    path = save_model(tmp_path / "nan.skops", NonFiniteClassifier(), TRAIN_Y)
+    source = tmp_path / "in.txt"
+    source.write_text(f"spam spam\nham {bad}\neggs\n", encoding="utf-8")
+    trusted = ["--trusted", "tests.test_cli.NonFiniteClassifier", str(path)]
+    status, out, err = run(["--backend", backend, "classify", *trusted, str(source)], capsys)
+    assert status == 1
+    assert one_error(err).startswith(f"{source}:2: ")
+    assert [r["index"] for r in records(out)] == [0]
+    status, out, err = run(
+        ["--backend", backend, "rank", *trusted, "--label", "ham", str(source)], capsys
+    )
+    assert (status, out) == (1, "")
+    assert one_error(err).startswith(f"{source}: ")
+
+
+class RefusingStdout(io.StringIO):
+    """A standard output whose write or flush raises ``error``."""
+
+    def __init__(self, error: OSError, on: str) -> None:
+        super().__init__()
+        self.error = error
+        self.on = on
+
+    def write(self, text: str) -> int:
+        if self.on == "write":
+            raise self.error
+        return super().write(text)
+
+    def flush(self) -> None:
+        if self.on == "flush":
+            raise self.error
+
+
+@pytest.mark.parametrize("on", ["write", "flush"])
+@pytest.mark.parametrize("command", ["classify", "eval"])
+def test_an_output_the_disk_refuses_gives_one_line(
+    model: Path,
+    corpus: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    backend: str,
+    command: str,
+    on: str,
+) -> None:
+    """A write or flush to stdout failing with ENOSPC ends the command in one line."""
+    fields = ["--text-field", "msg", *(["--label-field", "y"] if command == "eval" else [])]
+    args = [command, str(model), str(corpus), *fields, *(["--jsonl"] * (command != "eval"))]
+    monkeypatch.setattr(sys, "stdout", RefusingStdout(OSError(errno.ENOSPC, "No space"), on))
+    status, _, err = run(["--backend", backend, *args], capsys)
+    assert status == 1
+    assert one_error(err) == "<stdout>: cannot write: No space"
+
+
+def test_a_closed_pipe_stops_quietly(
+    model: Path, corpus: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader that went away (head) ends classify with status 0 and nothing on stderr."""
+    monkeypatch.setattr(
+        sys, "stdout", RefusingStdout(BrokenPipeError(errno.EPIPE, "pipe"), "write")
+    )
+    status, _, err = run(
+        ["classify", str(model), "--jsonl", "--text-field", "msg", str(corpus)], capsys
+    )
+    assert (status, err) == (0, "")
+
+
+def test_a_closed_stdout_gives_one_line(
+    model: Path, corpus: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Started with stdout closed (sys.stdout is None), classify fails in one line."""
+    monkeypatch.setattr(sys, "stdout", None)
+    status, _, err = run(["classify", str(model), str(corpus)], capsys)
+    assert status == 1
+    assert one_error(err).startswith("<stdout>: closed")
+
+
+@pytest.mark.parametrize(
+    ("content", "texts"),
+    [
+        (b"\xef\xbb\xbfwin a prize\r\nsee\ryou\n\nlast", ["win a prize", "see\ryou", "", "last"]),
+        (("x" + "\u00e9" * 40_000 + "\nend\n").encode(), ["x" + "\u00e9" * 40_000, "end"]),
+    ],
+    ids=["bom-crlf-cr-blank", "line-longer-than-a-chunk"],
+)
+def test_plain_input_is_split_on_newlines_only(
+    model: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    backend: str,
+    content: bytes,
+    texts: list[str],
+) -> None:
+    """A leading BOM is dropped, \\r\\n and \\n end lines, a lone \\r stays in the text."""
+    source = tmp_path / "in.txt"
+    source.write_bytes(content)
+    status, out, _ = run(
+        ["--backend", backend, "classify", str(model), "--with-text", str(source)], capsys
+    )
+    assert status == 0
+    assert [(r["index"], r["text"]) for r in records(out)] == list(enumerate(texts))
+
+
+def test_jsonl_input_skips_blank_lines(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    """classify and rank --jsonl skip blank lines, and still name the right line."""
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b'\xef\xbb\xbf{"t": "free prize"}\n\n \t\r\n{"t": "hi mum"}\r\n\n')
+    common = ["--jsonl", "--text-field", "t", str(source)]
+    status, out, _ = run(
+        ["--backend", backend, "classify", str(model), "--with-text", *common], capsys
+    )
+    assert status == 0
+    assert [(r["index"], r["text"]) for r in records(out)] == [(0, "free prize"), (1, "hi mum")]
+    status, out, _ = run(
+        ["--backend", backend, "rank", str(model), "--label", "spam", *common], capsys
+    )
+    assert status == 0
+    assert [r["text"] for r in records(out)] == ["free prize", "hi mum"]
+    with source.open("ab") as more:
+        more.write(b"{oops\n")
+    status, _, err = run(["--backend", backend, "classify", str(model), *common], capsys)
+    assert status == 1
+    assert one_error(err).startswith(f"{source}:6: invalid JSON")
+
+
+@pytest.mark.parametrize(
+    ("content", "line"),
+    [(b"ok\nok\ncaf\xe9\nok\n", 3), (b"ok ok ok\n" * 20_000 + b"\xff\n", 20_001)],
+    ids=["small", "after-many-chunks"],
+)
+def test_invalid_utf8_is_reported_on_its_own_line(
+    model: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    backend: str,
+    content: bytes,
+    line: int,
+) -> None:
+    """A byte that is not UTF-8 is reported on the line it is on, not its chunk's first."""
+    source = tmp_path / "in.txt"
+    source.write_bytes(content)
+    status, _, err = run(["--backend", backend, "classify", str(model), str(source)], capsys)
+    assert status == 1
+    assert one_error(err).startswith(f"{source}:{line}: not valid UTF-8")
+
+
+def test_invalid_utf8_on_stdin_is_reported_on_its_line(
+    model: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Standard input is read as bytes too, so a bad byte is one line naming its line."""
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"ok\n\xff\n")))
+    status, _, err = run(["classify", str(model)], capsys)
+    assert status == 1
+    assert one_error(err).startswith("<stdin>:2: not valid UTF-8")
+
+
+def test_texts_with_lone_surrogates_are_written_as_json(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    """A JSON text holding a lone surrogate comes back escaped, not as an encoding crash."""
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "a\\ud800b"}\n', encoding="utf-8")
+    status, out, _ = run(
+        ["--backend", backend, "classify", str(model), "--jsonl", "--with-text", str(source)],
+        capsys,
+    )
+    assert status == 0
+    assert [r["text"] for r in records(out)] == ["a\ud800b"]
+
+
+@pytest.mark.parametrize(
+    ("labels", "given", "texts", "best"),
+    [
+        ([1, 2, 3, 1, 2, 3], "1", ["2 2", "1 1 1", "3", "1"], [1, 3]),
+        ([True, False] * 3, "true", ["False", "True True", "True"], [1, 2]),
+        ([True, False] * 3, "True", ["False", "True True", "True"], [1, 2]),
+        ([True, False] * 3, "false", ["False", "True True", "True"], [0]),
+    ],
+    ids=["int", "bool-json", "bool-python", "false"],
+)
+def test_rank_label_names_int_and_bool_classes(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    backend: str,
+    labels: list[Any],
+    given: str,
+    texts: list[str],
+    best: list[int],
+) -> None:
+    """--label is matched to the model's classes by str(), or JSON for booleans."""
+    path = save_model(tmp_path / "m.skops", KeywordClassifier(), labels)
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    huge_k = str(10**20)
+    args = ["rank", "--trusted", KEYWORD, str(path), "--label", given, "-k", huge_k, str(source)]
+    status, out, err = run(["--backend", backend, *args], capsys)
+    assert (status, err) == (0, "")
+    assert [r["index"] for r in records(out)][: len(best)] == best
+    assert len(records(out)) == len(texts)
+
+
+@pytest.mark.parametrize(
+    ("classes", "given", "listing"),
+    [
+        (["ham", "spam"], "1", '"ham", "spam"'),
+        ([1, "1"], "1", '1, "1"'),
+        ([False, True], "1", "false, true"),
+    ],
+    ids=["none", "several", "bool-is-not-int"],
+)
+def test_rank_label_that_names_no_class_or_several_fails(
+    model: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    classes: list[Any],
+    given: str,
+    listing: str,
+) -> None:
+    """An unknown or ambiguous --label is one line listing the model's classes."""
+    monkeypatch.setattr(
+        AsyncClassifier, "classes_", property(lambda self: np.array(classes, dtype=object))
+    )
+    source = tmp_path / "in.txt"
+    source.write_text("hello\n", encoding="utf-8")
+    status, out, err = run(["rank", str(model), "--label", given, str(source)], capsys)
+    assert (status, out) == (1, "")
+    message = one_error(err)
+    assert message.startswith(f"{model}: --label {given} names ")
+    assert message.endswith(f"the model's classes are {listing}")
+
+
+@pytest.mark.parametrize(("encode", "backend_name"), [("int", "asyncio"), ("bool", "trio")])
+def test_integer_and_boolean_labels_work_end_to_end(
+    small: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], encode: str, backend_name: str
+) -> None:
+    """train, classify, rank --label and eval all work on int (or bool) JSON labels."""
+    spam: Any = 1 if encode == "int" else True
+    ham: Any = 0 if encode == "int" else False
+    data = tmp_path / "data.jsonl"
+    rows = [json.loads(line) for line in small.read_text("utf-8").splitlines()]
+    data.write_text(
+        "".join(
+            json.dumps({"text": r["text"], "label": spam if r["label"] == "spam" else ham}) + "\n"
+            for r in rows
+        ),
+        encoding="utf-8",
+    )
+    target = tmp_path / "m.skops"
+    go = ["--backend", backend_name]
+    status, out, err = run([*go, "train", str(data), "-o", str(target)], capsys)
+    assert (status, err) == (0, "")
+    assert float(out.split("held-out accuracy: ")[1].split()[0]) > 0.8
+    source = tmp_path / "in.txt"
+    source.write_text("WINNER!! claim your free prize, call now\nsee you at lunch\n", "utf-8")
+    status, out, _ = run([*go, "classify", str(target), str(source)], capsys)
+    assert status == 0
+    assert [r["label"] for r in records(out)] == [spam, ham]
+    assert [type(r["label"]) for r in records(out)] == [type(spam)] * 2
+    status, out, _ = run(
+        [*go, "rank", str(target), "--label", json.dumps(spam), str(source)], capsys
+    )
+    assert status == 0
+    assert [r["index"] for r in records(out)] == [0, 1]
+    status, out, _ = run([*go, "eval", str(target), str(data)], capsys)
+    assert status == 0
+    assert float(out.split("accuracy: ")[1].split()[0]) > 0.9
+
+
+@pytest.mark.parametrize("command", ["classify", "rank", "eval"])
+def test_a_model_without_scores_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], backend: str, command: str
+) -> None:
+    """A model with neither predict_proba nor decision_function is one line naming it."""
+    from .fakes import LabelOnlyClassifier
+
+    path = save_model(tmp_path / "labels.skops", LabelOnlyClassifier(), TRAIN_Y)
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "spam", "label": "spam"}\n', encoding="utf-8")
+    label = ["--label", "spam"] if command == "rank" else []
+    args = [command, "--trusted", "tests.fakes.LabelOnlyClassifier", str(path), *label]
+    status, out, err = run(["--backend", backend, *args, str(source)], capsys)
+    assert (status, out) == (1, "")
+    assert one_error(err).startswith(f"{path}: ")
+
+
+def test_warnings_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model saved by another scikit-learn loads with one 'asyncclf: warning:' line."""
+    import sklearn
+
+    monkeypatch.setattr(sklearn, "__version__", "0.1.0")
+    path = save_model(tmp_path / "old.skops", KeywordClassifier(), TRAIN_Y)
+    monkeypatch.undo()
+    source = tmp_path / "in.txt"
+    source.write_text("spam\n", encoding="utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        status, out, err = run(["classify", "--trusted", KEYWORD, str(path), str(source)], capsys)
+    assert status == 0
+    assert [r["label"] for r in records(out)] == ["spam"]
+    assert len(err.splitlines()) == 1
+    assert err.startswith("asyncclf: warning: ")
+    assert "0.1.0" in err
