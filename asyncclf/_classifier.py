@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import copy
-import math
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Hashable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
 from functools import partial
-from typing import Any, ClassVar, Generic, Literal, cast, overload
+from typing import Any, Generic, Literal, cast, overload
 
 import anyio
 import anyio.to_thread
 import numpy as np
-import sklearn
 from numpy.typing import NDArray
 from sklearn.base import clone
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.pipeline import Pipeline
-from sklearn.svm import LinearSVC
-from sklearn.utils.validation import check_is_fitted
 from typing_extensions import Self
 
-from . import _ranking, _streams
+from . import _ranking, _streams, _work
 from ._batching import Batcher, Outcome
 from ._errors import (
     InvalidInputError,
@@ -34,8 +24,16 @@ from ._errors import (
     UnsupportedEstimatorError,
 )
 from ._executors import PerBackend, ThreadExecutor
+from ._model import (
+    Config,
+    Model,
+    batch_key,
+    default_estimator,
+    final_step,
+    prediction,
+    predictions,
+)
 from ._progress import Reporter
-from ._text import tokenize
 from ._types import (
     BatchStatistics,
     FailedPrediction,
@@ -49,6 +47,7 @@ from ._types import (
 from ._validation import (
     check_k,
     check_labels,
+    check_params,
     check_text,
     check_texts,
     check_training_set,
@@ -56,208 +55,6 @@ from ._validation import (
 )
 
 __all__ = ["AsyncClassifier", "default_estimator"]
-
-
-def _sklearn_version() -> tuple[int, int]:
-    major, minor = sklearn.__version__.split(".")[:2]
-    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
-
-
-def default_estimator() -> Pipeline:
-    """Return a fresh, unfitted copy of the default text pipeline.
-
-    TF-IDF with sublinear term frequencies (scikit-learn's default tokens, found in
-    pieces by :func:`asyncclf._text.tokenize` so that a huge text never holds the GIL
-    for long) feeds a linear SVM trained on all the data,
-    whose decision values become probabilities by temperature scaling, the temperature
-    fitted on out-of-fold decisions of two SVMs trained on halves of the data:
-    ``CalibratedClassifierCV(LinearSVC(tol=1e-3), cv=2, method="temperature",
-    ensemble=False)``. Temperature scaling keeps the SVM's ranking of the classes, so
-    ``predict`` is the argmax of ``predict_proba`` and accuracy is the SVM's (the looser
-    ``tol`` made no difference on 20 Newsgroups or SMS spam, and fits faster). See
-    docs/performance.md for accuracy and fit time.
-
-    scikit-learn added temperature scaling in 1.8, which needs Python 3.11; with an
-    older scikit-learn (on Python 3.10) the calibration is ``method="sigmoid"``, whose
-    per-class calibration can move a few predictions away from the SVM's.
-    """
-    method = "temperature" if _sklearn_version() >= (1, 8) else "sigmoid"
-    return Pipeline(
-        [
-            ("tfidf", TfidfVectorizer(sublinear_tf=True, tokenizer=tokenize, token_pattern=None)),
-            (
-                "clf",
-                CalibratedClassifierCV(
-                    LinearSVC(tol=1e-3, random_state=0), cv=2, method=method, ensemble=False
-                ),
-            ),
-        ]
-    )
-
-
-@dataclass(frozen=True, eq=False)
-class _Model:
-    """A fitted estimator as served: swapped whole, never mutated."""
-
-    estimator: Any
-    labels: list[Hashable]
-    version: int
-    abilities: frozenset[str]
-    """The computations it supports: predict, predict_proba, decision_function, scores."""
-    kind: str | None
-    """The kind of its labels (see ``label_kind``)."""
-
-    @classmethod
-    def of(cls, estimator: Any, version: int) -> _Model:
-        abilities = {
-            name
-            for name in ("predict", "predict_proba", "decision_function")
-            if hasattr(estimator, name)
-        }
-        if abilities & {"predict_proba", "decision_function"}:
-            abilities.add("scores")
-        labels = _labels_of(estimator)
-        kind = label_kind(labels[0]) if labels else None
-        return cls(estimator, labels, version, frozenset(abilities), kind)
-
-    def column(self, label: Hashable) -> int:
-        """The column of ``label``: of the same kind, so ``True`` never finds ``1``."""
-        if label_kind(label) == self.kind:
-            for column, known in enumerate(self.labels):
-                if known == label:
-                    return column
-        msg = f"Unknown label {label!r}; the classifier's classes are {self.labels!r}."
-        raise InvalidInputError(msg)
-
-    def check_kind(self, labels: list[Hashable], what: str) -> None:
-        """Refuse ``labels`` of another kind than this model's classes."""
-        if labels and self.kind is not None and label_kind(labels[0]) != self.kind:
-            msg = (
-                f"{what} holds {label_kind(labels[0])} labels ({labels[0]!r}) but the "
-                f"classifier's classes are {self.kind} ({self.labels!r})."
-            )
-            raise InvalidInputError(msg)
-
-
-# -- computations run in worker threads --------------------------------------------------
-
-
-def _scores(estimator: Any, texts: list[str]) -> NDArray[np.float64]:
-    """One column per class: probabilities if the estimator has them, else decisions."""
-    if hasattr(estimator, "predict_proba"):
-        return np.asarray(estimator.predict_proba(texts), dtype=np.float64)
-    decision = np.asarray(estimator.decision_function(texts), dtype=np.float64)
-    return np.column_stack([-decision, decision]) if decision.ndim == 1 else decision
-
-
-_COMPUTE = {
-    "predict": lambda est, texts: est.predict(texts),
-    "predict_proba": lambda est, texts: est.predict_proba(texts),
-    "decision_function": lambda est, texts: est.decision_function(texts),
-    "scores": _scores,
-}
-
-
-def _fit(estimator: Any, texts: list[str], labels: list[Hashable]) -> Any:
-    estimator.fit(texts, labels)
-    return estimator
-
-
-def _partial_fit(
-    serving: Any, fresh: Any, texts: list[str], labels: list[Hashable], classes: Any
-) -> Any:
-    """Copy the serving estimator (or take a fresh one), update the copy, return it."""
-    estimator = fresh if serving is None else copy.deepcopy(serving)
-    if isinstance(estimator, Pipeline):
-        head, final = estimator[:-1], estimator[-1]
-        for name, step in head.steps:
-            try:
-                check_is_fitted(step)
-            except _SklearnNotFittedError:
-                msg = (
-                    f"partial_fit needs the pipeline's transformers to be stateless (such as "
-                    f"HashingVectorizer) or fitted by an earlier fit; step {name!r} is not."
-                )
-                raise UnsupportedEstimatorError(msg) from None
-        final.partial_fit(head.transform(texts), labels, classes=classes)
-    else:
-        estimator.partial_fit(texts, labels, classes=classes)
-    return estimator
-
-
-def _labels_of(estimator: Any) -> list[Hashable]:
-    classes = getattr(estimator, "classes_", None)
-    if classes is None:
-        msg = f"{type(estimator).__name__} has no classes_ after fitting; is it a classifier?"
-        raise UnsupportedEstimatorError(msg)
-    return list(np.asarray(classes).tolist())
-
-
-def _final_step(estimator: Any) -> Any:
-    return estimator[-1] if isinstance(estimator, Pipeline) else estimator
-
-
-class _Config:
-    """The caller's scikit-learn configuration, interned, part of every batch key.
-
-    scikit-learn's configuration is thread-local, and an event loop runs every task on
-    one thread: the config is read when a call starts and that exact config is applied
-    in the worker, so calls share a batch only when their configs are equal. Each
-    distinct config is made once, so keys hash and compare in O(1).
-    """
-
-    __slots__ = ("settings",)
-    _interned: ClassVar[dict[tuple[Any, ...], _Config]] = {}
-
-    def __init__(self, settings: dict[str, Any]) -> None:
-        self.settings = settings
-
-    @classmethod
-    def current(cls) -> _Config:
-        settings = sklearn.get_config()
-        # get_config() copies one dict, so the order of its values is stable.
-        values = tuple(settings.values())
-        config = cls._interned.get(values)
-        if config is None:
-            config = cls._interned[values] = cls(settings)
-        return config
-
-
-def _key(kind: str) -> tuple[str, _Config]:
-    return kind, _Config.current()
-
-
-def _check_params(params: dict[str, Any]) -> None:
-    """Check constructor arguments; raise ``InvalidParameterError`` naming a bad one."""
-    for name in ("max_batch_size", "max_queue"):
-        value = params[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            msg = f"{name} must be an int >= 1, not {value!r}."
-            raise InvalidParameterError(msg)
-    if params["max_queue"] < params["max_batch_size"]:
-        msg = (
-            f"max_queue ({params['max_queue']}) must be at least max_batch_size "
-            f"({params['max_batch_size']})."
-        )
-        raise InvalidParameterError(msg)
-    latency = params["max_latency"]
-    if isinstance(latency, bool) or not isinstance(latency, (int, float)):
-        msg = f"max_latency must be a number of seconds, not {latency!r}."
-        raise InvalidParameterError(msg)
-    if not (latency >= 0 and math.isfinite(latency)):
-        msg = f"max_latency must be >= 0 and finite, not {latency!r}."
-        raise InvalidParameterError(msg)
-    if params["overload"] not in ("wait", "raise"):
-        msg = f"overload must be 'wait' or 'raise', not {params['overload']!r}."
-        raise InvalidParameterError(msg)
-    limiter = params["limiter"]
-    if limiter is not None and not isinstance(limiter, anyio.CapacityLimiter):
-        msg = f"limiter must be an anyio.CapacityLimiter or None, not {limiter!r}."
-        raise InvalidParameterError(msg)
-    estimator = params["estimator"]
-    if estimator is not None and not hasattr(estimator, "fit"):
-        msg = f"estimator must be a scikit-learn estimator (with fit), not {estimator!r}."
-        raise InvalidParameterError(msg)
 
 
 class AsyncClassifier(Generic[Label]):
@@ -297,7 +94,7 @@ class AsyncClassifier(Generic[Label]):
         max_queue: int = 65536,
         overload: Overload = "wait",
     ) -> None:
-        _check_params(
+        check_params(
             {
                 "estimator": estimator,
                 "limiter": limiter,
@@ -322,7 +119,7 @@ class AsyncClassifier(Generic[Label]):
             max_queue=max_queue,
             overload=overload,
         )
-        self._model: _Model | None = None
+        self._model: Model | None = None
         self._fit_lock = PerBackend(anyio.Lock)
 
     def __repr__(self) -> str:
@@ -370,7 +167,7 @@ class AsyncClassifier(Generic[Label]):
             else:
                 direct[name] = value
         merged = {name: getattr(self, name) for name in self._PARAMS} | direct
-        _check_params(merged)
+        check_params(merged)
         estimator = merged["estimator"]
         if nested:
             if estimator is None:
@@ -428,7 +225,7 @@ class AsyncClassifier(Generic[Label]):
         """The class labels, in the order of ``predict_proba``'s columns."""
         return np.asarray(self._require_model().estimator.classes_)
 
-    def _require_model(self) -> _Model:
+    def _require_model(self) -> Model:
         if self._model is None:
             msg = (
                 "This AsyncClassifier is not fitted yet; await fit(X, y) (or partial_fit) "
@@ -440,7 +237,7 @@ class AsyncClassifier(Generic[Label]):
     def _swap(self, estimator: Any) -> None:
         # One attribute assignment on the event loop: readers see the old or the new
         # model, whole.
-        self._model = _Model.of(estimator, self.version + 1)
+        self._model = Model.of(estimator, self.version + 1)
 
     @property
     def limiter_(self) -> anyio.CapacityLimiter:
@@ -474,7 +271,7 @@ class AsyncClassifier(Generic[Label]):
         try:
             async with self._fit_lock.get():
                 reporter.update(0)
-                fitted = await self._executor.run(_fit, estimator, texts, labels)
+                fitted = await self._executor.run(_work.fit, estimator, texts, labels)
                 reporter.update(len(texts))
                 self._swap(fitted)
         finally:
@@ -514,9 +311,9 @@ class AsyncClassifier(Generic[Label]):
             else:
                 target = self.estimator if self.estimator is not None else default_estimator()
                 origin = "the estimator"
-            if not hasattr(_final_step(target), "partial_fit"):
+            if not hasattr(final_step(target), "partial_fit"):
                 msg = (
-                    f"{type(_final_step(target)).__name__} ({origin}) has no partial_fit; "
+                    f"{type(final_step(target)).__name__} ({origin}) has no partial_fit; "
                     f"use an estimator that learns incrementally (e.g. SGDClassifier or "
                     f"MultinomialNB), and fit it first if a model already serves."
                 )
@@ -527,7 +324,7 @@ class AsyncClassifier(Generic[Label]):
             serving = None if model is None else model.estimator
             fresh = clone(target) if serving is None else None
             updated = await self._executor.run(
-                _partial_fit, serving, fresh, texts, labels, class_list
+                _work.partial_fit, serving, fresh, texts, labels, class_list
             )
             self._swap(updated)
         return self
@@ -599,26 +396,19 @@ class AsyncClassifier(Generic[Label]):
         )
         params.setdefault("estimator", clone(estimator))
         clf = cls(**params)
-        clf._model = _Model.of(estimator, version)
+        clf._model = Model.of(estimator, version)
         return clf
 
     # -- predictions -----------------------------------------------------------------
 
-    def _prepare(self, key: Hashable) -> tuple[Any, _Model]:
+    def _prepare(self, key: Hashable) -> tuple[Any, Model]:
         model = self._require_model()
         kind: str
-        config: _Config
+        config: Config
         kind, config = key  # type: ignore[misc]
-        compute = _COMPUTE[kind]
-        estimator = model.estimator
+        return partial(_work.compute, model.estimator, kind, config.settings), model
 
-        def run(texts: list[str]) -> Any:
-            with sklearn.config_context(**config.settings):
-                return compute(estimator, texts)
-
-        return run, model
-
-    def _require(self, model: _Model, kind: str) -> None:
+    def _require(self, model: Model, kind: str) -> None:
         if kind in model.abilities:
             return
         method = "predict_proba or decision_function" if kind == "scores" else kind
@@ -626,10 +416,10 @@ class AsyncClassifier(Generic[Label]):
         raise UnsupportedEstimatorError(msg)
 
     async def _rows(self, kind: str, texts: list[str]) -> Outcome:
-        return await self._batcher.submit(_key(kind), texts)
+        return await self._batcher.submit(batch_key(kind), texts)
 
     async def _array(
-        self, kind: str, X: Iterable[str], empty: Callable[[_Model], NDArray[Any]]
+        self, kind: str, X: Iterable[str], empty: Callable[[Model], NDArray[Any]]
     ) -> NDArray[Any]:
         texts = check_texts(X)
         model = self._require_model()
@@ -666,7 +456,7 @@ class AsyncClassifier(Generic[Label]):
         if the estimator has no ``decision_function``.
         """
 
-        def empty(model: _Model) -> NDArray[np.float64]:
+        def empty(model: Model) -> NDArray[np.float64]:
             n = len(model.labels)
             return np.empty((0,) if n == 2 else (0, n))
 
@@ -698,7 +488,7 @@ class AsyncClassifier(Generic[Label]):
         model = self._require_model()
         self._require(model, "scores")
         outcome = await self._rows("scores", [text])
-        return _prediction(0, text, outcome.rows()[0], outcome.tag)
+        return prediction(0, text, outcome.rows()[0], outcome.tag)
 
     async def rank(self, X: Iterable[str], label: Label, *, k: int | None = None) -> list[Ranked]:
         """Order the texts by their score for ``label``, highest first, keeping ``k``.
@@ -799,14 +589,14 @@ class AsyncClassifier(Generic[Label]):
         model = self._require_model()
         self._require(model, "scores")
 
-        def failed(index: int, text: str, error: Exception, tag: _Model | None) -> FailedPrediction:
+        def failed(index: int, text: str, error: Exception, tag: Model | None) -> FailedPrediction:
             version = self.version if tag is None else tag.version
             return FailedPrediction(index, text, error, version)
 
-        convert: _streams.Convert[Prediction[Label] | FailedPrediction] = _predictions
+        convert: _streams.Convert[Prediction[Label] | FailedPrediction] = predictions
         async with _streams.open_stream(
             self._batcher,
-            _key("scores"),
+            batch_key("scores"),
             source,
             convert,
             on_error=on_error,
@@ -833,14 +623,14 @@ class AsyncClassifier(Generic[Label]):
         best = _ranking.TopK(k)
 
         def scored(
-            start: int, texts: list[str], rows: NDArray[np.float64], tag: _Model
+            start: int, texts: list[str], rows: NDArray[np.float64], tag: Model
         ) -> list[tuple[int, str, float]]:
             scores = rows[:, tag.column(label)].tolist()
             return [(start + i, text, scores[i]) for i, text in enumerate(texts)]
 
         async with _streams.open_stream(
             self._batcher,
-            _key("scores"),
+            batch_key("scores"),
             source,
             scored,
             max_in_flight=2 * self.max_batch_size,
@@ -852,22 +642,3 @@ class AsyncClassifier(Generic[Label]):
     def statistics(self) -> BatchStatistics:
         """Return the batcher's counters: batches, items, queue depth, sizes, timings."""
         return self._batcher.statistics()
-
-
-def _predictions(
-    start: int, texts: list[str], rows: NDArray[np.float64], model: _Model
-) -> list[Prediction[Any]]:
-    """One Prediction per text: the best-scoring label and its score, vectorised."""
-    best = rows.argmax(axis=1)
-    scores = rows[np.arange(len(texts)), best].tolist()
-    labels = model.labels
-    version = model.version
-    return [
-        Prediction(start + i, text, labels[j], scores[i], version)
-        for i, (text, j) in enumerate(zip(texts, best.tolist(), strict=True))
-    ]
-
-
-def _prediction(index: int, text: str, row: NDArray[np.float64], model: _Model) -> Prediction[Any]:
-    best = int(row.argmax())
-    return Prediction(index, text, model.labels[best], float(row[best]), model.version)

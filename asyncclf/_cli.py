@@ -9,7 +9,6 @@ traceback. Usage errors exit with status 2, as argparse does.
 from __future__ import annotations
 
 import argparse
-import codecs
 import importlib.util
 import json
 import math
@@ -21,325 +20,29 @@ import tempfile
 import warnings
 from collections import deque
 from collections.abc import AsyncGenerator, Sequence
-from contextlib import AbstractContextManager, aclosing, nullcontext
-from typing import IO, Any
+from contextlib import aclosing
+from typing import Any
 
 import anyio
 import anyio.to_thread
 
 from ._classifier import AsyncClassifier
+from ._cli_io import (
+    CommandError,
+    Output,
+    about,
+    answer,
+    check_score,
+    display_name,
+    failure,
+    label_kind,
+    progress_bar,
+    read_examples,
+    read_texts,
+)
 from ._errors import AsyncClfError
 
 __all__ = ["main"]
-
-_READ_CHUNK = 1 << 16
-"""Most bytes of input read per worker-thread call."""
-
-_INT64 = 1 << 63
-"""Integer labels must lie in [-_INT64, _INT64), as numpy's int64 does."""
-
-
-class CommandError(Exception):
-    """An error to print as one line and exit with status 1."""
-
-
-def _name(path: str) -> str:
-    return "<stdin>" if path == "-" else path
-
-
-def _about(name: str, exc: BaseException) -> CommandError:
-    """Return a CommandError for ``exc`` about the file ``name``, without repeating it."""
-    message = str(exc) or type(exc).__name__
-    if message.startswith(name + " "):
-        message = message[len(name) + 1 :]
-    return CommandError(f"{name}: {message}")
-
-
-def _failure(exc: BaseException | None) -> str:
-    """Describe an exception raised by the estimator (or anything unexpected)."""
-    if exc is None:
-        return "unknown error"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-# -- input -------------------------------------------------------------------------------
-
-
-class _LineReader:
-    """Split a file into lines on ``\\n`` alone and decode them as UTF-8 (worker side).
-
-    ``\\r\\n`` ends a line too; a lone ``\\r`` stays in the text. A UTF-8 byte order
-    mark at the start of the file is dropped. Text-mode files (a replaced
-    ``sys.stdin``) are split the same way, without decoding.
-    """
-
-    def __init__(self, file: IO[Any], name: str) -> None:
-        self.file = file
-        self.name = name
-        self.lineno = 0
-        """Lines returned so far."""
-        self._read = getattr(file, "read1", file.read)
-        self._rest: list[Any] = []
-        self._start = True
-
-    @classmethod
-    def open(cls, path: str, opened: list[IO[bytes]]) -> _LineReader:
-        """Open ``path`` (``-`` is stdin) in binary; append what it opens to ``opened``."""
-        if path == "-":
-            stdin: IO[Any] | None = sys.stdin
-            if stdin is None:
-                msg = "<stdin>: no standard input"
-                raise CommandError(msg)
-            return cls(getattr(stdin, "buffer", stdin), "<stdin>")
-        if os.path.isdir(path):
-            msg = f"{path}: is a directory, not a file"
-            raise CommandError(msg)
-        try:
-            opened.append(open(path, "rb"))  # noqa: SIM115 (closed by the caller)
-        except OSError as exc:
-            msg = f"{path}: cannot open: {exc.strerror or exc}"
-            raise CommandError(msg) from exc
-        return cls(opened[-1], path)
-
-    def read(self) -> list[str]:
-        """Return the next lines without their line ends; an empty list at the end."""
-        while True:
-            try:
-                data = self._read(_READ_CHUNK)
-            except OSError as exc:
-                msg = f"{self.name}:{self.lineno + 1}: cannot read: {exc.strerror or exc}"
-                raise CommandError(msg) from exc
-            newline = "\n" if isinstance(data, str) else b"\n"
-            if not data:
-                if not self._rest:
-                    return []
-                last = data[:0].join(self._rest)
-                self._rest = []
-                return self._decode(last)
-            cut = data.rfind(newline)
-            if cut < 0:
-                self._rest.append(data)
-                continue
-            complete = data[:0].join([*self._rest, data[:cut]])
-            self._rest = [data[cut + 1 :]] if cut + 1 < len(data) else []
-            return self._decode(complete)
-
-    def _decode(self, data: bytes | str) -> list[str]:
-        if isinstance(data, bytes):
-            if self._start:
-                data = data.removeprefix(codecs.BOM_UTF8)
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                line = self.lineno + 1 + data.count(b"\n", 0, exc.start)
-                column = exc.start - data.rfind(b"\n", 0, exc.start)
-                msg = (
-                    f"{self.name}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x} is "
-                    f"byte {column} of the line); convert the file to UTF-8"
-                )
-                raise CommandError(msg) from None
-        else:
-            text = data.removeprefix("\ufeff") if self._start else data
-        self._start = False
-        lines = [line.removesuffix("\r") for line in text.split("\n")]
-        self.lineno += len(lines)
-        return lines
-
-
-async def _lines(path: str) -> AsyncGenerator[tuple[str, int, str], None]:
-    """Yield ``(name, line number, line)``, reading and decoding in a worker thread."""
-    limiter = anyio.CapacityLimiter(1)
-    opened: list[IO[bytes]] = []
-    try:
-        reader = await anyio.to_thread.run_sync(_LineReader.open, path, opened, limiter=limiter)
-        lineno = 0
-        while lines := await anyio.to_thread.run_sync(reader.read, limiter=limiter):
-            for line in lines:
-                lineno += 1
-                yield reader.name, lineno, line
-    finally:
-        for file in opened:
-            file.close()
-
-
-_JSON_TYPES = {
-    type(None): "null",
-    bool: "a boolean",
-    int: "an integer",
-    float: "a number",
-    str: "a string",
-    list: "an array",
-    dict: "an object",
-}
-
-
-def _json_type(value: Any) -> str:
-    return _JSON_TYPES.get(type(value), type(value).__name__)
-
-
-def _field(record: dict[str, Any], field: str, name: str, lineno: int, kind: str) -> Any:
-    if field not in record:
-        msg = f"{name}:{lineno}: no {field!r} field (use --{kind}-field to name another)"
-        raise CommandError(msg)
-    value = record[field]
-    if kind == "text" and not isinstance(value, str):
-        msg = f"{name}:{lineno}: field {field!r} is {_json_type(value)}, not a string"
-        raise CommandError(msg)
-    if kind == "label":
-        if not isinstance(value, (str, int)):
-            msg = (
-                f"{name}:{lineno}: field {field!r} is {_json_type(value)}; labels must be "
-                f"strings, integers or booleans"
-            )
-            raise CommandError(msg)
-        if type(value) is int and not -_INT64 <= value < _INT64:
-            msg = f"{name}:{lineno}: label {value} is out of range (integers must fit 64 bits)"
-            raise CommandError(msg)
-    return value
-
-
-def _record(line: str, name: str, lineno: int) -> dict[str, Any]:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        msg = f"{name}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})"
-        raise CommandError(msg) from None
-    except (ValueError, RecursionError) as exc:  # a huge integer, too deep a nesting
-        msg = f"{name}:{lineno}: invalid JSON ({exc})"
-        raise CommandError(msg) from None
-    if not isinstance(record, dict):
-        msg = f"{name}:{lineno}: expected a JSON object, got {_json_type(record)}"
-        raise CommandError(msg)
-    return record
-
-
-async def _texts(
-    path: str, jsonl: bool, text_field: str, where: deque[int] | None = None
-) -> AsyncGenerator[str, None]:
-    """Yield the texts of ``path``; append the line number of each to ``where``."""
-    async with aclosing(_lines(path)) as lines:
-        async for name, lineno, line in lines:
-            if jsonl:
-                if not line.strip():
-                    continue
-                line = _field(_record(line, name, lineno), text_field, name, lineno, "text")
-            if where is not None:
-                where.append(lineno)
-            yield line
-
-
-_KINDS = {str: "string", int: "integer", bool: "boolean"}
-
-
-def _kind(label: Any) -> str | None:
-    return _KINDS.get(type(label))
-
-
-def _a(kind: str | None) -> str:
-    return f"an {kind}" if kind == "integer" else f"a {kind}"
-
-
-async def _examples(
-    path: str, text_field: str, label_field: str, kind: str | None = None
-) -> AsyncGenerator[tuple[int, str, Any], None]:
-    """Yield ``(line number, text, label)``; all labels of ``kind``, or of one kind."""
-    first = 0
-    async with aclosing(_lines(path)) as lines:
-        async for name, lineno, line in lines:
-            if not line.strip():
-                continue
-            record = _record(line, name, lineno)
-            text = _field(record, text_field, name, lineno, "text")
-            label = _field(record, label_field, name, lineno, "label")
-            if kind is None:
-                first, kind = lineno, _kind(label)
-            elif _kind(label) != kind:
-                why = f"the model's labels are {kind}s"
-                if first:
-                    why = f"line {first} has {_a(kind)} label; all labels must be of one type"
-                msg = f"{name}:{lineno}: label {json.dumps(label)} is {_a(_kind(label))}, but {why}"
-                raise CommandError(msg)
-            yield lineno, text, label
-
-
-# -- progress and output ---------------------------------------------------------------
-
-
-def _progress(description: str, total: int | None = None) -> AbstractContextManager[Any]:
-    """A tqdm bar on stderr when it is a terminal and tqdm is installed; else nothing."""
-    if not sys.stderr.isatty() or importlib.util.find_spec("tqdm") is None:
-        return nullcontext(None)
-    from tqdm.auto import tqdm
-
-    return tqdm(desc=description, total=total, unit=" texts", file=sys.stderr)  # type: ignore[no-any-return]
-
-
-def _plain(value: Any) -> Any:
-    """Turn a numpy scalar into the Python scalar ``json`` can write."""
-    item = getattr(value, "item", None)
-    if callable(item):
-        return item()
-    msg = f"{type(value).__name__} is not JSON serializable"
-    raise TypeError(msg)
-
-
-class _Output:
-    """Standard output: JSON records and lines of text, with write errors as one line."""
-
-    def __init__(self, file: IO[str]) -> None:
-        self.file = file
-
-    def line(self, text: str) -> None:
-        """Write ``text`` and a newline; escape what the output's encoding cannot hold."""
-        try:
-            self._write(text + "\n")
-        except UnicodeEncodeError:
-            encoding = getattr(self.file, "encoding", None) or "utf-8"
-            self._write(text.encode(encoding, "backslashreplace").decode(encoding) + "\n")
-
-    def record(self, record: dict[str, Any], where: str) -> None:
-        """Write ``record`` as one line of strict JSON (no NaN), about the input ``where``."""
-        try:
-            line = json.dumps(record, ensure_ascii=False, allow_nan=False, default=_plain)
-        except (TypeError, ValueError) as exc:
-            msg = f"{where}: cannot write the result as JSON ({exc})"
-            raise CommandError(msg) from None
-        try:
-            self._write(line + "\n")
-        except UnicodeEncodeError:  # e.g. a lone surrogate in a text: escape it
-            self._write(json.dumps(record, allow_nan=False, default=_plain) + "\n")
-
-    def flush(self) -> None:
-        """Flush, so that a write error is reported here rather than at exit."""
-        self._write(None)
-
-    def _write(self, text: str | None) -> None:
-        try:
-            if text is None:
-                self.file.flush()
-            else:
-                self.file.write(text)
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            msg = f"<stdout>: cannot write: {exc.strerror or exc}"
-            raise CommandError(msg) from None
-
-
-def _check_score(score: float, where: str) -> None:
-    if not math.isfinite(score):
-        msg = f"{where}: the model gave the score {score}, not a finite number"
-        raise CommandError(msg)
-
-
-def _answer(result: Any, where: str) -> tuple[Any, float]:
-    """Return the label and score of a stream's result, or fail naming ``where``."""
-    error = getattr(result, "error", None)
-    if not result.ok or error is not None:
-        msg = f"{where}: the model failed on this text: {_failure(error)}"
-        raise CommandError(msg)
-    _check_score(result.score, where)
-    return result.label, result.score
 
 
 async def _load(args: argparse.Namespace) -> AsyncClassifier:
@@ -348,8 +51,8 @@ async def _load(args: argparse.Namespace) -> AsyncClassifier:
         clf = await AsyncClassifier.load(args.model, trusted=args.trusted, sha256=args.sha256)
     except Exception as exc:  # load parses an untrusted file: any failure is about it
         if isinstance(exc, AsyncClfError):
-            raise _about(args.model, exc) from exc
-        msg = f"{args.model}: not a readable model file ({_failure(exc)})"
+            raise about(args.model, exc) from exc
+        msg = f"{args.model}: not a readable model file ({failure(exc)})"
         raise CommandError(msg) from exc
     estimator = clf.estimator_
     if not (hasattr(estimator, "predict_proba") or hasattr(estimator, "decision_function")):
@@ -396,7 +99,7 @@ async def _fit(texts: list[str], labels: list[Any], source: str) -> AsyncClassif
     try:
         return await AsyncClassifier().fit(texts, labels)
     except AsyncClfError as exc:
-        raise _about(source, exc) from exc
+        raise about(source, exc) from exc
     except ValueError as exc:  # scikit-learn's word for data it cannot train on
         msg = f"{source}: cannot train on these examples: {exc}"
         raise CommandError(msg) from exc
@@ -421,12 +124,12 @@ async def _held_out(texts: list[str], labels: list[Any], holdout: float, seed: i
     return f"held-out accuracy: {accuracy:.4f} ({share})"
 
 
-async def _train(args: argparse.Namespace, out: _Output) -> None:
-    source = _name(args.data)
+async def _train(args: argparse.Namespace, out: Output) -> None:
+    source = display_name(args.data)
     await anyio.to_thread.run_sync(_check_output, args.output, args.data)
     texts: list[str] = []
     labels: list[Any] = []
-    async with aclosing(_examples(args.data, args.text_field, args.label_field)) as examples:
+    async with aclosing(read_examples(args.data, args.text_field, args.label_field)) as examples:
         async for _, text, label in examples:
             texts.append(text)
             labels.append(label)
@@ -452,23 +155,23 @@ async def _train(args: argparse.Namespace, out: _Output) -> None:
         msg = f"{args.output}: cannot write the model: {exc.strerror or exc}"
         raise CommandError(msg) from exc
     except AsyncClfError as exc:
-        raise _about(args.output, exc) from exc
+        raise about(args.output, exc) from exc
     out.line(
         f"trained on all {len(texts)} examples; model saved to {args.output} (sha256 {digest})"
     )
     out.flush()
 
 
-async def _classify(args: argparse.Namespace, out: _Output) -> None:
+async def _classify(args: argparse.Namespace, out: Output) -> None:
     clf = await _load(args)
-    name = _name(args.input)
+    name = display_name(args.input)
     where: deque[int] = deque()
-    texts = _texts(args.input, args.jsonl, args.text_field, where)
-    with _progress("classify") as bar:
+    texts = read_texts(args.input, args.jsonl, args.text_field, where)
+    with progress_bar("classify") as bar:
         async with aclosing(texts), clf.stream(texts, on_error="yield") as results:
             async for p in results:
                 at = f"{name}:{where.popleft()}"
-                label, score = _answer(p, at)
+                label, score = answer(p, at)
                 record = {"index": p.index, "label": label, "score": score}
                 if args.with_text:
                     record["text"] = p.text
@@ -493,40 +196,40 @@ def _resolve_label(given: str, classes: list[Any], model: str) -> Any:
     raise CommandError(msg)
 
 
-async def _rank(args: argparse.Namespace, out: _Output) -> None:
+async def _rank(args: argparse.Namespace, out: Output) -> None:
     clf = await _load(args)
     label = _resolve_label(args.label, clf.classes_.tolist(), args.model)
-    name = _name(args.input)
+    name = display_name(args.input)
     try:
-        async with aclosing(_texts(args.input, args.jsonl, args.text_field)) as lines:
+        async with aclosing(read_texts(args.input, args.jsonl, args.text_field)) as lines:
             best = await clf.top_k(lines, label, args.k)
     except CommandError:
         raise
     except AsyncClfError as exc:
-        raise _about(name, exc) from exc
+        raise about(name, exc) from exc
     except Exception as exc:  # the estimator's own, which top_k passes through
-        msg = f"{name}: the model failed on a text: {_failure(exc)}"
+        msg = f"{name}: the model failed on a text: {failure(exc)}"
         raise CommandError(msg) from exc
     for ranked in best:  # all before writing any: a NaN score ranks last
-        _check_score(ranked.score, f"{name}: the text at index {ranked.index}")
+        check_score(ranked.score, f"{name}: the text at index {ranked.index}")
     for ranked in best:
         at = f"{name}: the text at index {ranked.index}"
         out.record({"index": ranked.index, "score": ranked.score, "text": ranked.text}, at)
     out.flush()
 
 
-async def _eval(args: argparse.Namespace, out: _Output) -> None:
+async def _eval(args: argparse.Namespace, out: Output) -> None:
     from sklearn.metrics import accuracy_score, classification_report, f1_score
 
     clf = await _load(args)
-    name = _name(args.data)
-    kinds = {_kind(label) for label in clf.classes_.tolist()}
+    name = display_name(args.data)
+    kinds = {label_kind(label) for label in clf.classes_.tolist()}
     kind = kinds.pop() if len(kinds) == 1 else None
     truth: list[Any] = []
     where: deque[int] = deque()
 
     async def texts() -> AsyncGenerator[str, None]:
-        examples = _examples(args.data, args.text_field, args.label_field, kind)
+        examples = read_examples(args.data, args.text_field, args.label_field, kind)
         async with aclosing(examples):
             async for lineno, text, label in examples:
                 truth.append(label)
@@ -534,10 +237,10 @@ async def _eval(args: argparse.Namespace, out: _Output) -> None:
                 yield text
 
     predicted: list[Any] = []
-    with _progress("eval") as bar:
+    with progress_bar("eval") as bar:
         async with aclosing(texts()) as source, clf.stream(source, on_error="yield") as results:
             async for p in results:
-                predicted.append(_answer(p, f"{name}:{where.popleft()}")[0])
+                predicted.append(answer(p, f"{name}:{where.popleft()}")[0])
                 if bar is not None:
                     bar.update()
     if not truth:
@@ -682,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if sys.stdout is None:  # started with standard output closed
         print("asyncclf: <stdout>: closed; nowhere to write the results", file=sys.stderr)
         return 1
-    out = _Output(sys.stdout)
+    out = Output(sys.stdout)
 
     def show(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
         print(f"asyncclf: warning: {_one_line(str(message))}", file=sys.stderr)

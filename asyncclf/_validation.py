@@ -7,6 +7,7 @@ import operator
 from collections.abc import Hashable, Iterable
 from typing import Any, Literal, overload
 
+import anyio
 import numpy as np
 
 from ._errors import InvalidInputError, InvalidParameterError
@@ -14,6 +15,7 @@ from ._errors import InvalidInputError, InvalidParameterError
 __all__ = [
     "check_k",
     "check_labels",
+    "check_params",
     "check_text",
     "check_texts",
     "check_training_set",
@@ -165,3 +167,36 @@ def check_training_set(
             )
             raise InvalidInputError(msg)
     return x, y
+
+
+def check_params(params: dict[str, Any]) -> None:
+    """Check constructor arguments; raise ``InvalidParameterError`` naming a bad one."""
+    for name in ("max_batch_size", "max_queue"):
+        value = params[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            msg = f"{name} must be an int >= 1, not {value!r}."
+            raise InvalidParameterError(msg)
+    if params["max_queue"] < params["max_batch_size"]:
+        msg = (
+            f"max_queue ({params['max_queue']}) must be at least max_batch_size "
+            f"({params['max_batch_size']})."
+        )
+        raise InvalidParameterError(msg)
+    latency = params["max_latency"]
+    if isinstance(latency, bool) or not isinstance(latency, (int, float)):
+        msg = f"max_latency must be a number of seconds, not {latency!r}."
+        raise InvalidParameterError(msg)
+    if not (latency >= 0 and math.isfinite(latency)):
+        msg = f"max_latency must be >= 0 and finite, not {latency!r}."
+        raise InvalidParameterError(msg)
+    if params["overload"] not in ("wait", "raise"):
+        msg = f"overload must be 'wait' or 'raise', not {params['overload']!r}."
+        raise InvalidParameterError(msg)
+    limiter = params["limiter"]
+    if limiter is not None and not isinstance(limiter, anyio.CapacityLimiter):
+        msg = f"limiter must be an anyio.CapacityLimiter or None, not {limiter!r}."
+        raise InvalidParameterError(msg)
+    estimator = params["estimator"]
+    if estimator is not None and not hasattr(estimator, "fit"):
+        msg = f"estimator must be a scikit-learn estimator (with fit), not {estimator!r}."
+        raise InvalidParameterError(msg)

@@ -1,0 +1,335 @@
+"""Input and output of the ``asyncclf`` command: exact lines in, valid JSON out.
+
+Input is read in binary, in bounded chunks, in a worker thread, and split on ``\n``
+only (a lone ``\r`` stays in its text); a BOM is dropped; invalid UTF-8, bad JSON and
+bad fields become a :class:`CommandError` naming the file and line. Output is JSON
+that never holds NaN, written so that a refused write is one line too.
+"""
+
+from __future__ import annotations
+
+import codecs
+import importlib.util
+import json
+import math
+import os
+import sys
+from collections import deque
+from collections.abc import AsyncGenerator
+from contextlib import AbstractContextManager, aclosing, nullcontext
+from typing import IO, Any
+
+import anyio
+import anyio.to_thread
+
+_READ_CHUNK = 1 << 16
+"""Most bytes of input read per worker-thread call."""
+
+_INT64 = 1 << 63
+"""Integer labels must lie in [-_INT64, _INT64), as numpy's int64 does."""
+
+
+class CommandError(Exception):
+    """An error to print as one line and exit with status 1."""
+
+
+def display_name(path: str) -> str:
+    return "<stdin>" if path == "-" else path
+
+
+def about(name: str, exc: BaseException) -> CommandError:
+    """Return a CommandError for ``exc`` about the file ``name``, without repeating it."""
+    message = str(exc) or type(exc).__name__
+    if message.startswith(name + " "):
+        message = message[len(name) + 1 :]
+    return CommandError(f"{name}: {message}")
+
+
+def failure(exc: BaseException | None) -> str:
+    """Describe an exception raised by the estimator (or anything unexpected)."""
+    if exc is None:
+        return "unknown error"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+# -- input -------------------------------------------------------------------------------
+
+
+class _LineReader:
+    """Split a file into lines on ``\\n`` alone and decode them as UTF-8 (worker side).
+
+    ``\\r\\n`` ends a line too; a lone ``\\r`` stays in the text. A UTF-8 byte order
+    mark at the start of the file is dropped. Text-mode files (a replaced
+    ``sys.stdin``) are split the same way, without decoding.
+    """
+
+    def __init__(self, file: IO[Any], name: str) -> None:
+        self.file = file
+        self.name = name
+        self.lineno = 0
+        """Lines returned so far."""
+        self._read = getattr(file, "read1", file.read)
+        self._rest: list[Any] = []
+        self._start = True
+
+    @classmethod
+    def open(cls, path: str, opened: list[IO[bytes]]) -> _LineReader:
+        """Open ``path`` (``-`` is stdin) in binary; append what it opens to ``opened``."""
+        if path == "-":
+            stdin: IO[Any] | None = sys.stdin
+            if stdin is None:
+                msg = "<stdin>: no standard input"
+                raise CommandError(msg)
+            return cls(getattr(stdin, "buffer", stdin), "<stdin>")
+        if os.path.isdir(path):
+            msg = f"{path}: is a directory, not a file"
+            raise CommandError(msg)
+        try:
+            opened.append(open(path, "rb"))  # noqa: SIM115 (closed by the caller)
+        except OSError as exc:
+            msg = f"{path}: cannot open: {exc.strerror or exc}"
+            raise CommandError(msg) from exc
+        return cls(opened[-1], path)
+
+    def read(self) -> list[str]:
+        """Return the next lines without their line ends; an empty list at the end."""
+        while True:
+            try:
+                data = self._read(_READ_CHUNK)
+            except OSError as exc:
+                msg = f"{self.name}:{self.lineno + 1}: cannot read: {exc.strerror or exc}"
+                raise CommandError(msg) from exc
+            newline = "\n" if isinstance(data, str) else b"\n"
+            if not data:
+                if not self._rest:
+                    return []
+                last = data[:0].join(self._rest)
+                self._rest = []
+                return self._decode(last)
+            cut = data.rfind(newline)
+            if cut < 0:
+                self._rest.append(data)
+                continue
+            complete = data[:0].join([*self._rest, data[:cut]])
+            self._rest = [data[cut + 1 :]] if cut + 1 < len(data) else []
+            return self._decode(complete)
+
+    def _decode(self, data: bytes | str) -> list[str]:
+        if isinstance(data, bytes):
+            if self._start:
+                data = data.removeprefix(codecs.BOM_UTF8)
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                line = self.lineno + 1 + data.count(b"\n", 0, exc.start)
+                column = exc.start - data.rfind(b"\n", 0, exc.start)
+                msg = (
+                    f"{self.name}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x} is "
+                    f"byte {column} of the line); convert the file to UTF-8"
+                )
+                raise CommandError(msg) from None
+        else:
+            text = data.removeprefix("\ufeff") if self._start else data
+        self._start = False
+        lines = [line.removesuffix("\r") for line in text.split("\n")]
+        self.lineno += len(lines)
+        return lines
+
+
+async def _lines(path: str) -> AsyncGenerator[tuple[str, int, str], None]:
+    """Yield ``(name, line number, line)``, reading and decoding in a worker thread."""
+    limiter = anyio.CapacityLimiter(1)
+    opened: list[IO[bytes]] = []
+    try:
+        reader = await anyio.to_thread.run_sync(_LineReader.open, path, opened, limiter=limiter)
+        lineno = 0
+        while lines := await anyio.to_thread.run_sync(reader.read, limiter=limiter):
+            for line in lines:
+                lineno += 1
+                yield reader.name, lineno, line
+    finally:
+        for file in opened:
+            file.close()
+
+
+_JSON_TYPES = {
+    type(None): "null",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "an array",
+    dict: "an object",
+}
+
+
+def _json_type(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _field(record: dict[str, Any], field: str, name: str, lineno: int, kind: str) -> Any:
+    if field not in record:
+        msg = f"{name}:{lineno}: no {field!r} field (use --{kind}-field to name another)"
+        raise CommandError(msg)
+    value = record[field]
+    if kind == "text" and not isinstance(value, str):
+        msg = f"{name}:{lineno}: field {field!r} is {_json_type(value)}, not a string"
+        raise CommandError(msg)
+    if kind == "label":
+        if not isinstance(value, (str, int)):
+            msg = (
+                f"{name}:{lineno}: field {field!r} is {_json_type(value)}; labels must be "
+                f"strings, integers or booleans"
+            )
+            raise CommandError(msg)
+        if type(value) is int and not -_INT64 <= value < _INT64:
+            msg = f"{name}:{lineno}: label {value} is out of range (integers must fit 64 bits)"
+            raise CommandError(msg)
+    return value
+
+
+def _record(line: str, name: str, lineno: int) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        msg = f"{name}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})"
+        raise CommandError(msg) from None
+    except (ValueError, RecursionError) as exc:  # a huge integer, too deep a nesting
+        msg = f"{name}:{lineno}: invalid JSON ({exc})"
+        raise CommandError(msg) from None
+    if not isinstance(record, dict):
+        msg = f"{name}:{lineno}: expected a JSON object, got {_json_type(record)}"
+        raise CommandError(msg)
+    return record
+
+
+async def read_texts(
+    path: str, jsonl: bool, text_field: str, where: deque[int] | None = None
+) -> AsyncGenerator[str, None]:
+    """Yield the texts of ``path``; append the line number of each to ``where``."""
+    async with aclosing(_lines(path)) as lines:
+        async for name, lineno, line in lines:
+            if jsonl:
+                if not line.strip():
+                    continue
+                line = _field(_record(line, name, lineno), text_field, name, lineno, "text")
+            if where is not None:
+                where.append(lineno)
+            yield line
+
+
+_KINDS = {str: "string", int: "integer", bool: "boolean"}
+
+
+def label_kind(label: Any) -> str | None:
+    return _KINDS.get(type(label))
+
+
+def _a(kind: str | None) -> str:
+    return f"an {kind}" if kind == "integer" else f"a {kind}"
+
+
+async def read_examples(
+    path: str, text_field: str, label_field: str, kind: str | None = None
+) -> AsyncGenerator[tuple[int, str, Any], None]:
+    """Yield ``(line number, text, label)``; all labels of ``kind``, or of one kind."""
+    first = 0
+    async with aclosing(_lines(path)) as lines:
+        async for name, lineno, line in lines:
+            if not line.strip():
+                continue
+            record = _record(line, name, lineno)
+            text = _field(record, text_field, name, lineno, "text")
+            label = _field(record, label_field, name, lineno, "label")
+            if kind is None:
+                first, kind = lineno, label_kind(label)
+            elif label_kind(label) != kind:
+                why = f"the model's labels are {kind}s"
+                if first:
+                    why = f"line {first} has {_a(kind)} label; all labels must be of one type"
+                msg = (
+                    f"{name}:{lineno}: label {json.dumps(label)} is "
+                    f"{_a(label_kind(label))}, but {why}"
+                )
+                raise CommandError(msg)
+            yield lineno, text, label
+
+
+# -- progress and output ---------------------------------------------------------------
+
+
+def progress_bar(description: str, total: int | None = None) -> AbstractContextManager[Any]:
+    """A tqdm bar on stderr when it is a terminal and tqdm is installed; else nothing."""
+    if not sys.stderr.isatty() or importlib.util.find_spec("tqdm") is None:
+        return nullcontext(None)
+    from tqdm.auto import tqdm
+
+    return tqdm(desc=description, total=total, unit=" texts", file=sys.stderr)  # type: ignore[no-any-return]
+
+
+def _plain(value: Any) -> Any:
+    """Turn a numpy scalar into the Python scalar ``json`` can write."""
+    item = getattr(value, "item", None)
+    if callable(item):
+        return item()
+    msg = f"{type(value).__name__} is not JSON serializable"
+    raise TypeError(msg)
+
+
+class Output:
+    """Standard output: JSON records and lines of text, with write errors as one line."""
+
+    def __init__(self, file: IO[str]) -> None:
+        self.file = file
+
+    def line(self, text: str) -> None:
+        """Write ``text`` and a newline; escape what the output's encoding cannot hold."""
+        try:
+            self._write(text + "\n")
+        except UnicodeEncodeError:
+            encoding = getattr(self.file, "encoding", None) or "utf-8"
+            self._write(text.encode(encoding, "backslashreplace").decode(encoding) + "\n")
+
+    def record(self, record: dict[str, Any], where: str) -> None:
+        """Write ``record`` as one line of strict JSON (no NaN), about the input ``where``."""
+        try:
+            line = json.dumps(record, ensure_ascii=False, allow_nan=False, default=_plain)
+        except (TypeError, ValueError) as exc:
+            msg = f"{where}: cannot write the result as JSON ({exc})"
+            raise CommandError(msg) from None
+        try:
+            self._write(line + "\n")
+        except UnicodeEncodeError:  # e.g. a lone surrogate in a text: escape it
+            self._write(json.dumps(record, allow_nan=False, default=_plain) + "\n")
+
+    def flush(self) -> None:
+        """Flush, so that a write error is reported here rather than at exit."""
+        self._write(None)
+
+    def _write(self, text: str | None) -> None:
+        try:
+            if text is None:
+                self.file.flush()
+            else:
+                self.file.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            msg = f"<stdout>: cannot write: {exc.strerror or exc}"
+            raise CommandError(msg) from None
+
+
+def check_score(score: float, where: str) -> None:
+    if not math.isfinite(score):
+        msg = f"{where}: the model gave the score {score}, not a finite number"
+        raise CommandError(msg)
+
+
+def answer(result: Any, where: str) -> tuple[Any, float]:
+    """Return the label and score of a stream's result, or fail naming ``where``."""
+    error = getattr(result, "error", None)
+    if not result.ok or error is not None:
+        msg = f"{where}: the model failed on this text: {failure(error)}"
+        raise CommandError(msg)
+    check_score(result.score, where)
+    return result.label, result.score
