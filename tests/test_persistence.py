@@ -683,3 +683,70 @@ async def test_save_writes_through_a_symlink(tmp_path: Path, existing: bool) -> 
     assert hashlib.sha256(real.read_bytes()).hexdigest() == digest
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["link.skops", "models", "real.skops"]  # noqa: ASYNC240
     assert (await AsyncClassifier.load(link, sha256=digest)).version == clf.version
+
+
+# -- vocabularies stored as arrays (format 2) ------------------------------------------
+
+
+def fitted_default() -> Any:
+    return default_estimator().fit(TEXTS * 3, LABELS * 3)
+
+
+def test_vocabularies_are_stored_as_arrays_and_come_back_equal(tmp_path: Path) -> None:
+    """A vectoriser's vocabulary is written as arrays, not one JSON node per term, and
+    loads back equal; the serving estimator keeps its own vocabulary object."""
+    estimator = fitted_default()
+    vocabulary = estimator[0].vocabulary_
+    path = tmp_path / "model.skops"
+    _persistence.dump_model(path, estimator, sorted(set(LABELS)), 1)
+    assert estimator[0].vocabulary_ is vocabulary
+    schema = json.loads(zipfile.ZipFile(path).read("schema.json"))
+    assert "free" not in json.dumps(schema)  # no term is a JSON node
+    loaded, _, _ = _persistence.load_model(path)
+    assert loaded[0].vocabulary_ == vocabulary
+    probe = ["free cash prize", "lunch soon"]
+    assert loaded.predict_proba(probe).tolist() == estimator.predict_proba(probe).tolist()
+
+
+def test_format_1_files_still_load(tmp_path: Path) -> None:
+    """A file written by the first format (vocabulary as skops nodes) still loads."""
+    estimator = fitted_default()
+    header = {"format": _persistence.FORMAT, "format_version": 1, "asyncclf_version": "0.1.0"}
+    header |= {"sklearn_version": sklearn.__version__, "model_version": 3}
+    header["classes"] = [repr(label) for label in sorted(set(LABELS))]
+    path = tmp_path / "old.skops"
+    sio.dump({"header": header, "estimator": estimator}, path)
+    loaded, version, _ = _persistence.load_model(path)
+    assert version == 3
+    assert loaded[0].vocabulary_ == estimator[0].vocabulary_
+
+
+VOCABULARY_DAMAGE: dict[str, Callable[[dict[str, Any]], None]] = {
+    "columns repeated": lambda v: v.update(columns=np.zeros_like(v["columns"])),
+    "lengths too long": lambda v: v.update(lengths=v["lengths"] + 1),
+    "lengths negative": lambda v: v.update(lengths=-v["lengths"]),
+    "text not utf-8": lambda v: v.update(text=np.full_like(v["text"], 0xFF)),
+    "a column missing": lambda v: v.update(columns=v["columns"][:-1]),
+}
+
+
+@pytest.mark.parametrize("damage", [*VOCABULARY_DAMAGE, "vocabulary dropped"])
+def test_damaged_vocabularies_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    """Vocabulary arrays that do not make a vocabulary raise PersistenceError."""
+    original = _persistence._pack
+
+    def damaged_pack(estimator: Any) -> Any:
+        packed, vocabularies = original(estimator)
+        if damage == "vocabulary dropped":
+            vocabularies.clear()
+        else:
+            VOCABULARY_DAMAGE[damage](vocabularies["tfidf"])
+        return packed, vocabularies
+
+    monkeypatch.setattr(_persistence, "_pack", damaged_pack)
+    path = tmp_path / "model.skops"
+    _persistence.dump_model(path, fitted_default(), sorted(set(LABELS)), 1)
+    with pytest.raises(PersistenceError, match=re.escape(str(path))):
+        _persistence.load_model(path)
