@@ -47,6 +47,12 @@ def sms_rows() -> Rows:
 
 
 @pytest.fixture(scope="session")
+def zh_rows() -> Rows:
+    """Chinese product reviews, with their seeded split, from ../shared (skips when absent)."""
+    return load_dataset("zh_reviews")
+
+
+@pytest.fixture(scope="session")
 def news_rows() -> Rows:
     """20 Newsgroups from ../shared (skips when absent)."""
     return load_dataset("20newsgroups")
