@@ -8,8 +8,10 @@ to back, so that the machine's drift cancels.
 On the 20 Newsgroups test set with the default pipeline, prints throughput as a ratio
 of one synchronous vectorised ``predict_proba`` over the same texts, for naive per-text
 ``anyio.to_thread.run_sync``, ``stream`` and 5,000 concurrent ``classify`` callers, on
-asyncio and trio; then lone-call latency, event-loop lag while streaming, and memory
-growth while streaming 20,000 and 200,000 texts.
+asyncio and trio, and of ``stream`` over Chinese reviews (zh_reviews, whose texts
+take the character n-gram path of the default's tokeniser); then lone-call latency,
+event-loop lag while streaming, and memory growth while streaming 20,000 and 200,000
+texts.
 """
 
 from __future__ import annotations
@@ -100,6 +102,34 @@ def peer_ratio(
     return paired(repeats, baseline, functools.partial(timed_async, "asyncio", run))
 
 
+def chinese_stream(repeats: int, quick: bool) -> list[tuple[str, str, float]]:
+    """The stream's ratio on zh_reviews (no spaces, character n-grams) on both backends."""
+    rows = load("zh_reviews")
+    train = [r for r in rows if r["split"] == "train"]
+    texts = [r["text"] for r in rows if r["split"] == "test"]
+    texts = texts[:1000] if quick else texts
+
+    async def fit() -> AsyncClassifier:
+        return await AsyncClassifier().fit([r["text"] for r in train], [r["label"] for r in train])
+
+    clf: AsyncClassifier = anyio.run(fit)
+
+    def sync_texts() -> float:
+        return timed_sync(functools.partial(clf.estimator_.predict_proba, texts))
+
+    async def stream() -> None:
+        async with clf.stream(texts) as results:
+            async for _ in results:
+                pass
+
+    measured = []
+    for backend in ("asyncio", "trio"):
+        timed_async(backend, stream)  # warm up
+        ratio = paired(repeats, sync_texts, functools.partial(timed_async, backend, stream))
+        measured.append((backend, f"stream, {len(texts)} Chinese reviews", ratio))
+    return measured
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer texts and repeats")
@@ -188,6 +218,7 @@ def main() -> None:
         timed_async(backend, concurrent)
     sync_texts()
     rows = measure("asyncio") + measure("trio")
+    rows += chinese_stream(repeats, args.quick)
     peer = peer_ratio(estimator, callers, sync_callers, repeats)
     if peer is not None:
         rows.append(("asyncio", "async-batcher 0.2.2 (peer)", peer))
