@@ -28,7 +28,6 @@ that fails, since the caller can only receive one exception.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -122,11 +121,18 @@ def _own(error: Exception) -> Exception:
     it; each caller raises its own copy instead, whose ``__cause__`` is the original
     with the worker's traceback. An exception that cannot be copied is shared as is.
     """
+    kind = type(error)
     try:
-        clone = copy.copy(error)
+        # Not copy.copy: that calls __init__ again with args, and an __init__ that
+        # builds its message from other arguments would garble it.
+        clone = kind.__new__(kind, *error.args)
+        clone.args = error.args
+        if hasattr(error, "__dict__"):
+            clone.__dict__.update(error.__dict__)
+        same = str(clone) == str(error)
     except Exception:
         return error
-    if type(clone) is not type(error):  # pragma: no cover - a __reduce__ that lies
+    if not same:
         return error
     clone.__cause__ = error
     clone.__suppress_context__ = True
@@ -134,10 +140,10 @@ def _own(error: Exception) -> Exception:
 
 
 def _nan_rows(rows: Any) -> list[int]:
-    """Positions of rows holding NaN in a float result (a score cannot be NaN)."""
+    """Positions of rows holding NaN or infinity in a float result (not a score)."""
     if not isinstance(rows, np.ndarray) or rows.dtype.kind not in "fc" or not len(rows):
         return []
-    bad = np.isnan(rows.reshape(len(rows), -1)).any(axis=1)
+    bad = ~np.isfinite(rows.reshape(len(rows), -1)).all(axis=1)
     return np.flatnonzero(bad).tolist() if bad.any() else []
 
 
@@ -172,11 +178,14 @@ def run_batch(
                 calls += 1
                 chunk = texts if last - first == len(texts) else texts[first:last]
                 rows = np.asarray(compute(chunk))
-                if rows.ndim == 0 or len(rows) != last - first:
+                if rows.ndim == 0:
                     msg = (
-                        f"The estimator returned {rows.size if rows.ndim == 0 else len(rows)} "
-                        f"rows for {last - first} texts."
+                        f"The estimator returned {rows.item()!r} instead of one row for "
+                        f"each of {last - first} texts."
                     )
+                    raise AsyncClfError(msg)
+                if len(rows) != last - first:
+                    msg = f"The estimator returned {len(rows)} rows for {last - first} texts."
                     raise AsyncClfError(msg)
                 parts.append(rows)
         except Exception as exc:
@@ -186,7 +195,7 @@ def run_batch(
         for bad in _nan_rows(rows):
             if start + bad > at:
                 segments.append((at, start + bad, rows[at - start : bad]))
-            msg = "The estimator returned NaN scores for this text."
+            msg = "The estimator returned a NaN or infinite score for this text."
             segments.append((start + bad, start + bad + 1, AsyncClfError(msg)))
             at = start + bad + 1
         if at < stop:
@@ -312,13 +321,16 @@ class Batcher:
         Nothing queued is stranded: a request larger than a lowered ``max_batch_size``
         runs alone in chunks, and callers waiting for room re-check the new bound.
         """
+        sooner = max_latency < self.max_latency
         self.max_batch_size = max_batch_size
         self.max_latency = max_latency
         self.max_queue = max_queue
         self.overload = overload
         self._release(0)
         for lane in self._lanes.values():
-            if lane.full is not None and lane.size >= max_batch_size:
+            # A leader waiting for company stops waiting once its batch is full, or
+            # when the wait it may still take was shortened.
+            if lane.full is not None and (sooner or lane.size >= max_batch_size):
                 lane.full.set()
 
     # -- queue capacity -------------------------------------------------------------

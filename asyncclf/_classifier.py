@@ -23,7 +23,7 @@ from ._errors import (
     NotFittedError,
     UnsupportedEstimatorError,
 )
-from ._executors import PerBackend, ThreadExecutor
+from ._executors import PerRun, ThreadExecutor
 from ._model import (
     Config,
     Model,
@@ -55,6 +55,25 @@ from ._validation import (
 )
 
 __all__ = ["AsyncClassifier", "default_estimator"]
+
+
+def _rehearse(estimator: Any, nested: dict[str, Any]) -> None:
+    """Apply ``nested`` to a clone first: a failure there leaves ``estimator`` whole.
+
+    scikit-learn's ``set_params`` applies names one by one, so one that fails halfway
+    (replacing a step, then setting a parameter it no longer has) would leave the
+    estimator half changed.
+    """
+    try:
+        rehearsal = clone(estimator)
+    except Exception:  # not clonable: nothing to rehearse on
+        return
+    try:
+        rehearsal.set_params(**nested)
+    except Exception as exc:
+        names = ", ".join(f"estimator__{name}" for name in nested)
+        msg = f"{type(estimator).__name__} refused the parameters {names}: {exc}"
+        raise InvalidParameterError(msg) from exc
 
 
 class AsyncClassifier(Generic[Label]):
@@ -120,7 +139,7 @@ class AsyncClassifier(Generic[Label]):
             overload=overload,
         )
         self._model: Model | None = None
-        self._fit_lock = PerBackend(anyio.Lock)
+        self._fit_lock = PerRun(anyio.Lock)
 
     def __repr__(self) -> str:
         estimator = "default" if self.estimator is None else type(self.estimator).__name__
@@ -184,6 +203,7 @@ class AsyncClassifier(Generic[Label]):
                     f"see get_params(deep=True) for the valid names."
                 )
                 raise InvalidParameterError(msg)
+            _rehearse(estimator, nested)
             estimator.set_params(**nested)
         if merged["limiter"] is not self.limiter:
             self._executor.set_limiter(merged["limiter"])
@@ -295,8 +315,7 @@ class AsyncClassifier(Generic[Label]):
         texts, labels = check_training_set(X, y, min_classes=1)
         class_list = None
         if classes is not None:
-            given = list(classes)
-            class_list = check_labels(given, len(given))
+            class_list = check_labels(classes, None, name="classes")
             if class_list and label_kind(class_list[0]) != label_kind(labels[0]):
                 msg = (
                     f"classes holds {label_kind(class_list[0])} labels but y holds "

@@ -18,6 +18,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Generic, TypeVar
 
@@ -25,9 +26,12 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 import sklearn
+from anyio.lowlevel import RunVar
 from threadpoolctl import ThreadpoolController
 
-__all__ = ["Job", "PerBackend", "ThreadExecutor", "available_cpus"]
+from ._errors import AsyncClfError
+
+__all__ = ["Job", "PerRun", "ThreadExecutor", "available_cpus"]
 
 T = TypeVar("T")
 
@@ -102,8 +106,10 @@ class _NativeThreadCap:
 
 _native_thread_cap = _NativeThreadCap()
 
-_WITHDRAWN = object()
-"""What a detached run's thread returns when its run was withdrawn before it started."""
+_POOL = ThreadPoolExecutor(max_workers=256, thread_name_prefix="asyncclf")
+"""Threads for prediction batches. A batch takes a limiter token before it is
+submitted, so the limiters bound how many run; threads are made as needed, and
+at most as many as batches ever ran at once."""
 
 
 def _call_in_worker(
@@ -113,25 +119,27 @@ def _call_in_worker(
         return func(*args)
 
 
-class PerBackend(Generic[T]):
-    """One object per async backend, made on first use inside that backend.
+class PerRun(Generic[T]):
+    """One object per event-loop run, made on first use in that run.
 
-    anyio's primitives made inside a running event loop belong to its backend, so a
-    classifier created under asyncio and then used under trio (or the other way round)
-    needs a limiter and a lock of each kind.
+    anyio's primitives belong to the event loop they were first used in, so a
+    classifier used in successive ``asyncio.run``/``trio.run`` calls (of either
+    backend) gets a limiter and a lock of its own in each run. Nothing a run left
+    behind (a token held by a batch whose thread outlived its loop) reaches the next.
     """
 
     def __init__(self, factory: Callable[[], T]) -> None:
         self._factory = factory
-        self._made: dict[type[BaseException], T] = {}
+        self._var: RunVar[T] = RunVar(f"asyncclf-{id(self):x}")
 
     def get(self) -> T:
-        """Return this backend's object, making it if needed (needs a running loop)."""
-        backend = anyio.get_cancelled_exc_class()
-        made = self._made.get(backend)
-        if made is None:
-            made = self._made[backend] = self._factory()
-        return made
+        """Return this run's object, making it if needed (needs a running loop)."""
+        try:
+            return self._var.get()
+        except LookupError:
+            made = self._factory()
+            self._var.set(made)
+            return made
 
 
 class Job:
@@ -155,18 +163,6 @@ class Job:
             self._limiter.release_on_behalf_of(self)
 
 
-class _Handoff:
-    """Decides, under a lock, whether a detached run's thread started or never will."""
-
-    __slots__ = ("finished", "lock", "started", "withdrawn")
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.started = False
-        self.withdrawn = False
-        self.finished = False
-
-
 class ThreadExecutor:
     """Run synchronous estimator code in anyio worker threads under one limiter."""
 
@@ -174,13 +170,13 @@ class ThreadExecutor:
         self.set_limiter(limiter)
         # The token of ``limiter`` is taken by ``slot()``; the thread itself must not
         # count against anyio's global default limiter, so it gets one of its own.
-        self._threads = PerBackend(lambda: anyio.CapacityLimiter(math.inf))
+        self._threads = PerRun(lambda: anyio.CapacityLimiter(math.inf))
 
     def set_limiter(self, limiter: anyio.CapacityLimiter | None) -> None:
         """Use ``limiter``, or (``None``) a limiter with a token per CPU, at least 2."""
         cpus = available_cpus()
         self._given = limiter
-        self._default = PerBackend(lambda: anyio.CapacityLimiter(max(2, cpus)))
+        self._default = PerRun(lambda: anyio.CapacityLimiter(max(2, cpus)))
         tokens = cpus if limiter is None else min(limiter.total_tokens, cpus)
         self.native_threads = max(1, cpus // max(1, int(tokens)))
         """BLAS/OpenMP threads allowed per worker call: cores // limiter tokens."""
@@ -232,61 +228,51 @@ class ThreadExecutor:
     ) -> None:
         """Run ``func(*args)`` in a worker thread under ``job``'s token, then ``done``.
 
-        ``done(result)`` (or ``done(exception)``) runs on the event loop exactly once,
-        after which the token is released. Awaiting this returns once ``done`` has
-        run, or at once when cancelled: the thread then runs on, and delivers its
-        result through the event loop when it ends, so the work completes for
-        everybody else waiting on it. If the event loop itself has ended by then, the
-        result is dropped.
+        The work is handed to a thread at once, with no checkpoint before, so it runs
+        whatever happens to the caller. ``done(result)`` (or ``done(exception)``) then
+        runs on the event loop exactly once, after the token is released. Awaiting this
+        returns once ``done`` has run, or at once when cancelled: the thread runs on
+        and delivers its result through the event loop when it ends, so the work
+        completes for everybody else waiting on it. If the event loop has ended by
+        then, the token is released from the thread and the result dropped.
+
+        ``func`` raising a ``BaseException`` that is not an ``Exception`` (say
+        ``SystemExit`` inside estimator code) reaches ``done`` as an ``AsyncClfError``
+        caused by it: in a worker thread it can interrupt nothing but the batch.
         """
         token = anyio.lowlevel.current_token()
         config = sklearn.get_config()
         threads = self.native_threads
-        handoff = _Handoff()
+        finished = anyio.Event()
 
         def finish(result: T | Exception) -> None:
-            # On the event loop: from the awaiting task, or scheduled by the thread.
-            if not handoff.finished:
-                handoff.finished = True
-                job.release()
-                done(result)
-
-        def work(check_withdrawn: bool) -> T | Exception:
-            if check_withdrawn:
-                with handoff.lock:
-                    if handoff.withdrawn:
-                        return _WITHDRAWN  # type: ignore[return-value]
-                    handoff.started = True
+            # On the event loop, scheduled by the thread.
+            job.release()
             try:
-                result: T | Exception = _call_in_worker(config, threads, func, args)
+                done(result)
+            finally:
+                finished.set()
+
+        def work() -> None:
+            result: T | Exception
+            try:
+                result = _call_in_worker(config, threads, func, args)
             except Exception as exc:
                 result = exc
-            # If the event loop has ended meanwhile, nobody is waiting any more.
-            with contextlib.suppress(anyio.RunFinishedError):
+            except BaseException as exc:
+                msg = f"The worker was interrupted by {exc!r}."
+                result = AsyncClfError(msg)
+                result.__cause__ = exc
+            try:
                 token.backend_class.run_sync_soon(finish, (result,), token.native_token)
-            return result
+            except anyio.RunFinishedError:
+                # The event loop has ended: nobody waits any more. The token goes back
+                # all the same (harmless once the loop is gone).
+                with contextlib.suppress(Exception):
+                    job.release()
 
-        try:
-            result = await anyio.to_thread.run_sync(
-                work, True, abandon_on_cancel=True, limiter=self._threads.get()
-            )
-        except BaseException:
-            # Cancelled. Usually the thread runs on (it was abandoned) and delivers
-            # through finish. But anyio checkpoints before it hands the function to a
-            # thread, and a cancellation landing there (a native Task.cancel() can)
-            # means the thread never starts: then run the work here, shielded, so the
-            # batch is not lost for the other callers, and take the cancellation after.
-            with handoff.lock:
-                never_started = not handoff.started
-                handoff.withdrawn = never_started
-            if never_started:
-                with anyio.CancelScope(shield=True):
-                    result = await anyio.to_thread.run_sync(
-                        work, False, limiter=self._threads.get()
-                    )
-                finish(result)
-            raise
-        finish(result)
+        _POOL.submit(work)
+        await finished.wait()
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         """Take a limiter token, then run ``func(*args)`` in a worker thread."""

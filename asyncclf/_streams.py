@@ -86,7 +86,10 @@ async def _iterate(source: Iterable[str] | AsyncIterable[str]) -> AsyncGenerator
         finally:
             aclose = getattr(iterator, "aclose", None)
             if aclose is not None:
-                await aclose()
+                # The reader is being cancelled when the stream is left early: shield
+                # the source's own cleanup (its awaits), as aclosing would run it.
+                with anyio.CancelScope(shield=True):
+                    await aclose()
     else:
         iterator = iter(source)
         try:

@@ -59,70 +59,66 @@ def check_texts(texts: Iterable[str], *, name: str = "X") -> list[str]:
     return items
 
 
-_KINDS = {"U": "str", "b": "bool", "i": "int", "u": "int", "f": "float"}
+_KINDS = {"U": "str", "b": "bool", "i": "int", "u": "int"}
 
 
 def label_kind(label: object) -> str | None:
-    """The kind of a label, ``"str"``, ``"int"``, ``"bool"`` or ``"float"``; else None.
+    """The kind of a class label, ``"str"``, ``"int"`` or ``"bool"``; else None.
 
-    numpy scalars count as their Python kind. ``bool`` is its own kind, although Python
-    makes it an ``int``: ``True`` and ``1`` would otherwise be one class.
+    numpy scalars count as their Python kind (not ``timedelta64``, which numpy makes
+    an integer). ``bool`` is its own kind, although Python makes it an ``int``:
+    ``True`` and ``1`` would otherwise be one class. Floats are no class labels:
+    scikit-learn's classifiers refuse ``0.5`` as a "continuous" target.
     """
     if isinstance(label, str):
         return "str"
     if isinstance(label, (bool, np.bool_)):
         return "bool"
-    if isinstance(label, (int, np.integer)):
+    if isinstance(label, (int, np.integer)) and not isinstance(label, np.timedelta64):
         return "int"
-    if isinstance(label, (float, np.floating)):
-        return "float"
     return None
 
 
-def check_labels(labels: Iterable[Any], n_texts: int) -> list[Hashable]:
-    """Return ``labels`` as a list matching ``n_texts`` texts, or raise.
+def check_labels(labels: Iterable[Any], n_texts: int | None, *, name: str = "y") -> list[Hashable]:
+    """Return ``labels`` as a list (matching ``n_texts`` texts, if given), or raise.
 
-    Labels are ``str``, ``int``, ``bool`` or ``float`` (numpy's too), all of one kind:
+    Labels are ``str``, ``int`` or ``bool`` (numpy's too), all of one kind:
     scikit-learn would merge ``1`` and ``"1"`` (or ``True`` and ``1``) into one class.
     """
     if isinstance(labels, (str, bytes)):
-        msg = "y must be a sequence of labels, one per text, not a single string."
+        msg = f"{name} must be a sequence of labels, not a single string."
         raise InvalidInputError(msg)
     if isinstance(labels, np.ndarray) and labels.dtype.kind in _KINDS and labels.ndim == 1:
-        # A typed array has one kind throughout: only NaN needs looking for.
-        if labels.dtype.kind == "f" and len(labels) and np.isnan(labels).any():
-            index = int(np.flatnonzero(np.isnan(labels))[0])
-            msg = f"Label at index {index} is NaN; every text needs a label."
-            raise InvalidInputError(msg)
-        items: list[Any] = list(labels)
+        items: list[Any] = list(labels)  # a typed array has one kind throughout
     else:
         try:
             items = list(labels)
         except TypeError:
-            msg = f"y must be an iterable of labels, not {type(labels).__name__}."
+            msg = f"{name} must be an iterable of labels, not {type(labels).__name__}."
             raise InvalidInputError(msg) from None
         first: tuple[int, str] | None = None
         for index, label in enumerate(items):
             kind = label_kind(label)
-            if kind is None or (kind == "float" and math.isnan(label)):
-                if label is None or kind == "float":
-                    msg = f"Label at index {index} is {_describe(label)}; every text needs a label."
+            if kind is None:
+                described = _describe(label)
+                if described in ("None", "NaN"):
+                    msg = f"Label at index {index} is {described}; every text needs a label."
                 else:
                     msg = (
-                        f"Label at index {index} is {type(label).__name__}; labels must be "
-                        f"str, int, bool or float."
+                        f"Label at index {index} is {described}; class labels must be "
+                        f"str, int or bool (a float label suggests a regression target)."
                     )
                 raise InvalidInputError(msg)
             if first is None:
                 first = (index, kind)
             elif kind != first[1]:
                 msg = (
-                    f"y mixes label kinds: index {first[0]} is {first[1]}, index {index} is "
+                    f"{name} mixes label kinds: index {first[0]} is {first[1]}, index {index} is "
                     f"{kind} ({label!r}). Give every label the same type: scikit-learn "
                     f"would merge, say, 1 and '1' into one class."
                 )
                 raise InvalidInputError(msg)
-    if len(items) != n_texts:
+    if n_texts is not None and len(items) != n_texts:
         msg = f"X has {n_texts} texts but y has {len(items)} labels; give one label per text."
         raise InvalidInputError(msg)
     return items

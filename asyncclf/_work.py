@@ -18,7 +18,7 @@ from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
-from ._errors import UnsupportedEstimatorError
+from ._errors import AsyncClfError, UnsupportedEstimatorError
 
 __all__ = ["KINDS", "compute", "fit", "partial_fit"]
 
@@ -36,11 +36,26 @@ KINDS = ("predict", "predict_proba", "decision_function", "scores")
 
 
 def compute(estimator: Any, kind: str, settings: dict[str, Any], texts: list[str]) -> Any:
-    """Run the computation ``kind`` on ``texts`` under the caller's sklearn ``settings``."""
+    """Run the computation ``kind`` on ``texts`` under the caller's sklearn ``settings``.
+
+    Raises:
+        AsyncClfError: scores (``predict_proba``, ``decision_function``) that do not
+            have one column per class, so no column is read as another class's.
+    """
     with sklearn.config_context(**settings):
-        if kind == "scores":
-            return scores(estimator, texts)
-        return getattr(estimator, kind)(texts)
+        rows = scores(estimator, texts) if kind == "scores" else getattr(estimator, kind)(texts)
+    if kind != "predict":
+        shape = np.shape(rows)
+        classes = len(estimator.classes_)
+        binary_decision = kind == "decision_function" and classes == 2 and len(shape) == 1
+        if not binary_decision and shape[1:] != (classes,):
+            method = "predict_proba or decision_function" if kind == "scores" else kind
+            msg = (
+                f"The estimator's {method} returned rows of shape {shape[1:]} for "
+                f"{classes} classes; expected one column per class."
+            )
+            raise AsyncClfError(msg)
+    return rows
 
 
 def fit(estimator: Any, texts: list[str], labels: list[Hashable]) -> Any:

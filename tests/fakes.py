@@ -143,11 +143,15 @@ class LabelOnlyClassifier(KeywordClassifier):
 
 
 class NaNClassifier(KeywordClassifier):
-    """A keyword classifier whose scores are NaN for texts containing ``NAN``."""
+    """A keyword classifier whose scores are ``value`` (NaN) for texts with ``NAN``."""
+
+    def __init__(self, value: float = np.nan) -> None:
+        super().__init__()
+        self.value = value
 
     def predict_proba(self, X: Sequence[str]) -> NDArray[np.float64]:
         rows = super().predict_proba(X)
-        rows[[i for i, text in enumerate(X) if "NAN" in text]] = np.nan
+        rows[[i for i, text in enumerate(X) if "NAN" in text]] = self.value
         return rows
 
 
@@ -213,3 +217,54 @@ class CallLog:
     @property
     def seen(self) -> list[str]:
         return [text for batch in self.batches for text in batch]
+
+
+class InterruptingClassifier(KeywordClassifier):
+    """A keyword classifier whose predict_proba raises ``interrupt`` (a BaseException)."""
+
+    def __init__(
+        self,
+        fail_on: str = "BOOM",
+        gate: Gate | None = None,
+        block: Sequence[str] = (),
+        interrupt: type[BaseException] = KeyboardInterrupt,
+    ) -> None:
+        super().__init__(fail_on=fail_on, gate=gate, block=block)
+        self.interrupt = interrupt
+
+    def predict_proba(self, X: Sequence[str]) -> NDArray[np.float64]:
+        self._maybe_block("predict_proba")
+        raise self.interrupt
+
+
+class MisshapenClassifier(KeywordClassifier):
+    """A keyword classifier whose predict_proba returns ``shape``: "flat" rows, one
+    "column" for every class, or "none" at all."""
+
+    def __init__(self, shape: str = "flat") -> None:
+        super().__init__()
+        self.shape = shape
+
+    def predict_proba(self, X: Sequence[str]) -> Any:
+        rows = super().predict_proba(X)
+        if self.shape == "flat":
+            return rows[:, 0]
+        if self.shape == "column":
+            return rows[:, :1]
+        return None
+
+
+class CodedError(Exception):
+    """An exception whose __init__ builds its message from another argument."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"the model server returned HTTP {code}")
+        self.code = code
+
+
+class CodedErrorClassifier(KeywordClassifier):
+    """A keyword classifier whose predict_proba raises ``CodedError(503)``."""
+
+    def predict_proba(self, X: Sequence[str]) -> NDArray[np.float64]:
+        self._maybe_block("predict_proba")
+        raise CodedError(503)

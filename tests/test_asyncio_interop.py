@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from typing import Any
 
@@ -139,3 +140,25 @@ async def test_task_cancel_of_a_woken_leader_hands_leadership_on() -> None:
     assert [p.text for p in done] == ["first", "a", "c"]
     assert woken == ["b"]
     assert tasks["b"].cancelled()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("first", range(8))
+async def test_two_task_cancels_of_a_leader_never_strand_its_batch(first: int) -> None:
+    """Task.cancel() twice on a leader, in consecutive loop iterations around the
+    hand-off of its batch to a thread, still serves the follower and frees the token
+    (anyio's shields do not stop native cancels, so nothing may rely on one)."""
+    clf, gate = await held_classifier(limiter=anyio.CapacityLimiter(1))
+    gate.release.set()
+    leader = asyncio.create_task(clf.classify("leader"))
+    follower = asyncio.create_task(clf.classify("spam follower"))
+    for _ in range(first):
+        await asyncio.sleep(0)
+    leader.cancel()
+    await asyncio.sleep(0)
+    leader.cancel()
+    assert (await asyncio.wait_for(follower, timeout=10)).label == "spam"
+    with contextlib.suppress(asyncio.CancelledError):
+        await leader
+    await asyncio.wait_for(settle(clf), timeout=10)
+    assert clf.limiter_.statistics().borrowed_tokens == 0

@@ -22,7 +22,12 @@ from .fakes import (
     TRAIN_X,
     TRAIN_Y,
     CallLog,
+    CodedError,
+    CodedErrorClassifier,
     Gate,
+    InterruptingClassifier,
+    KeywordClassifier,
+    MisshapenClassifier,
     NaNClassifier,
     RecordingClassifier,
     SharedErrorClassifier,
@@ -223,6 +228,7 @@ async def test_random_cancellations_never_corrupt_results(
             assert i in cancelled, f"caller {i} was never cancelled but got no result"
     stats = clf.statistics()
     assert stats.queue_depth == 0
+    await settle(clf)  # cancelled callers' batches finish in their threads
     assert clf.limiter_.statistics().borrowed_tokens == 0
     assert (await clf.classify("eggs eggs")).label == "eggs"
 
@@ -594,3 +600,115 @@ async def test_a_woken_leader_cancelled_before_it_runs_hands_leadership_on() -> 
     assert woken == ["b"]
     assert set(results) == {"a", "c"}
     assert "b" not in log.seen
+
+
+# -- found by hostile testing of the above ---------------------------------------------
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
+async def test_an_estimator_raising_a_base_exception_fails_only_its_batch(
+    interrupt: type[BaseException],
+) -> None:
+    """KeyboardInterrupt or SystemExit raised inside the estimator (in a worker thread)
+    reaches every caller of the batch as an AsyncClfError caused by it; nobody hangs
+    and the token comes back."""
+    gate = Gate()
+    clf = AsyncClassifier(
+        InterruptingClassifier(gate=gate, block=["predict_proba"], interrupt=interrupt)
+    )
+    gate.release.set()
+    await clf.fit(TRAIN_X, TRAIN_Y)
+    gate.close()
+    caught: list[BaseException] = []
+
+    async def call(i: int) -> None:
+        try:
+            await clf.classify(f"text {i}")
+        except AsyncClfError as exc:
+            caught.append(exc)
+
+    await behind_a_held_batch(gate, partial(call, 0), [partial(call, i) for i in range(1, 4)])
+    assert len(caught) == 4
+
+    def causes(exc: BaseException | None) -> list[type[BaseException]]:
+        return [] if exc is None else [type(exc), *causes(exc.__cause__)]
+
+    assert all(interrupt in causes(exc) for exc in caught)
+    await settle(clf)
+    assert clf.limiter_.statistics().borrowed_tokens == 0
+
+
+async def test_a_copied_exception_keeps_its_message_and_attributes() -> None:
+    """An exception whose __init__ takes other arguments than its message reaches the
+    caller with the same message and attributes (copy.copy would garble it)."""
+    clf = await AsyncClassifier(CodedErrorClassifier()).fit(TRAIN_X, TRAIN_Y)
+    with pytest.raises(CodedError) as caught:
+        await clf.classify("spam")
+    assert str(caught.value) == "the model server returned HTTP 503"
+    assert caught.value.code == 503
+    assert isinstance(caught.value.__cause__, CodedError)
+
+
+async def test_lowering_max_latency_ends_the_wait_of_the_batch_forming() -> None:
+    """A leader waiting out a long max_latency forms its batch at once when max_latency
+    is lowered, instead of waiting the old latency."""
+    clf, _, _ = await recording(max_latency=60)
+    result: list[Prediction] = []
+
+    async def call() -> None:
+        result.append(await clf.classify("spam"))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(call)
+            await wait_all_tasks_blocked()
+            clf.set_params(max_latency=0)
+    assert result[0].label == "spam"
+
+
+@pytest.mark.parametrize("shape", ["flat", "column", "none"])
+async def test_scores_of_the_wrong_shape_fail_instead_of_misleading(shape: str) -> None:
+    """predict_proba rows without one column per class (or no rows at all) fail the
+    call with AsyncClfError, and each text of a stream on its own."""
+    clf = await AsyncClassifier(MisshapenClassifier(shape)).fit(TRAIN_X, TRAIN_Y)
+    with pytest.raises(AsyncClfError, match=r"column per class|instead of one row"):
+        await clf.classify("spam")
+    async with clf.stream(["spam", "eggs"], on_error="yield") as results:
+        got = [p async for p in results]
+    assert [type(p) for p in got] == [FailedPrediction, FailedPrediction]
+
+
+async def test_infinite_scores_fail_their_text_too() -> None:
+    """A text scored infinite fails alone, like a NaN one."""
+    clf = await AsyncClassifier(NaNClassifier(value=np.inf)).fit(TRAIN_X, TRAIN_Y)
+    with pytest.raises(AsyncClfError, match="NaN or infinite"):
+        await clf.classify("NAN")
+    assert (await clf.classify("spam")).label == "spam"
+
+
+@pytest.mark.parametrize("backend_pair", [("asyncio", "asyncio"), ("trio", "trio")])
+def test_a_batch_outliving_its_event_loop_leaks_nothing_into_the_next(
+    backend_pair: tuple[str, str],
+) -> None:
+    """A batch still running when its event loop ends gives its token back; the next
+    run of the same backend serves with every token free."""
+    gate = Gate()
+    clf = AsyncClassifier(KeywordClassifier(gate=gate, block=["predict_proba"]))
+
+    async def first() -> None:
+        await clf.fit(TRAIN_X, TRAIN_Y)
+        gate.close()
+        with anyio.move_on_after(0.05):
+            await clf.classify("spam")  # held in the gate: the run ends around it
+
+    async def second() -> tuple[int, str]:
+        with anyio.fail_after(10):
+            label = (await clf.classify("eggs")).label
+            await settle(clf)
+        return clf.limiter_.statistics().borrowed_tokens, label
+
+    for _ in range(3):
+        gate.release.clear()
+        anyio.run(first, backend=backend_pair[0])
+        gate.release.set()
+        assert anyio.run(second, backend=backend_pair[1]) == (0, "eggs")

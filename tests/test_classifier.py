@@ -346,10 +346,12 @@ async def test_score_works_for_int_and_bool_labels(labels: Any, probe: Any) -> N
     [
         ([1, "1", 1, "1", 1, "1"], r"mixes label kinds: index 0 is int, index 1 is str"),
         ([True, 1, True, 1, True, 1], r"index 0 is bool, index 1 is int"),
-        ([1.5, "a", 1.5, "a", 1.5, "a"], r"index 0 is float, index 1 is str"),
-        ([("a",), ("b",)] * 3, r"index 0 is tuple; labels must be str, int, bool or float"),
-        (np.array([1.0, np.nan] * 3, dtype=np.float32), r"index 1 is NaN"),
-        ([np.float32("nan"), 1.0] * 3, r"index 0 is NaN"),
+        ([1.5, "a", 1.5, "a", 1.5, "a"], r"index 0 is float; class labels must be str, int"),
+        ([("a",), ("b",)] * 3, r"index 0 is tuple; class labels must be str, int or bool"),
+        (["a", np.float32("nan")] * 3, r"index 1 is NaN; every text needs a label"),
+        (np.array([1.0, 2.0] * 3, dtype=np.float32), r"index 0 is float32; class labels"),
+        (np.array([1, 2] * 3, dtype="timedelta64[s]"), r"index 0 is timedelta64; class"),
+        ([None, "a"] * 3, r"index 0 is None; every text needs a label"),
     ],
 )
 async def test_bad_or_mixed_labels_are_refused_with_the_index(labels: Any, match: str) -> None:
@@ -490,3 +492,30 @@ def test_bad_settings_raise_invalid_parameter_error(kwargs: dict[str, Any]) -> N
         AsyncClassifier(**kwargs)
     with pytest.raises(InvalidParameterError):
         AsyncClassifier(**kwargs)
+
+
+def test_set_params_that_the_estimator_refuses_halfway_changes_nothing() -> None:
+    """Nested parameters the estimator's own set_params refuses after applying some
+    (replace a step, then set a parameter it lost) raise InvalidParameterError and
+    leave the estimator and every setting as they were."""
+    pipeline = make_pipeline(HashingVectorizer(), SGDClassifier())
+    clf = AsyncClassifier(pipeline, max_batch_size=8)
+    with pytest.raises(InvalidParameterError, match="refused the parameters"):
+        clf.set_params(
+            max_batch_size=7,
+            estimator__sgdclassifier="passthrough",
+            estimator__sgdclassifier__alpha=0.1,
+        )
+    assert isinstance(pipeline[-1], SGDClassifier)
+    assert pipeline[-1].alpha == SGDClassifier().alpha
+    assert clf.max_batch_size == 8
+
+
+@pytest.mark.parametrize(("classes", "match"), [("ab", "not a single string"), (5, "not int")])
+async def test_partial_fit_refuses_classes_that_are_no_list_of_labels(
+    classes: Any, match: str
+) -> None:
+    """classes given as one string or a number is refused, not read as characters."""
+    clf = AsyncClassifier(make_pipeline(HashingVectorizer(), SGDClassifier()))
+    with pytest.raises(InvalidInputError, match=f"classes .*{match}"):
+        await clf.partial_fit(["a"], ["a"], classes=classes)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from asyncclf import AsyncClassifier, FailedPrediction, InvalidInputError, Prediction
 
-from .fakes import TRAIN_X, TRAIN_Y, RecordingClassifier
+from .fakes import TRAIN_X, TRAIN_Y, RecordingClassifier, settle
 
 pytestmark = pytest.mark.anyio
 
@@ -89,6 +89,7 @@ async def test_slow_consumer_slows_the_source() -> None:
     await texts.aclose()
     pulled = source.pulled
     assert clf.statistics().queue_depth == 0
+    await settle(clf)  # a batch may still finish in its thread, holding its token
     assert clf.limiter_.statistics().borrowed_tokens == 0
     await wait_all_tasks_blocked()
     assert source.pulled == pulled, "the source was read after the stream closed"
@@ -137,6 +138,7 @@ async def test_cancelling_the_consumer_stops_everything() -> None:
     await texts.aclose()
     assert scope.cancelled_caught
     assert clf.statistics().queue_depth == 0
+    await settle(clf)  # a cancelled batch finishes in its thread
     assert clf.limiter_.statistics().borrowed_tokens == 0
     assert source.pulled < 100
     assert (await clf.classify("eggs")).label == "eggs"
@@ -242,6 +244,7 @@ async def test_streams_and_callers_share_lanes_safely(
     assert all(results[i].label == "ham" and results[i].text == f"ham {i}" for i in results)
     assert len(results) == n_callers
     assert clf.statistics().queue_depth == 0
+    await settle(clf)  # the stream's last batch may still finish in its thread
     assert clf.limiter_.statistics().borrowed_tokens == 0
 
 
@@ -322,3 +325,26 @@ async def test_a_failed_text_yields_a_failed_prediction_typed_apart() -> None:
         failed.label  # type: ignore[attr-defined]  # noqa: B018
     with pytest.raises(AttributeError):
         got[0].__dict__  # noqa: B018  # slotted: no per-item dict
+
+
+async def test_leaving_a_stream_lets_the_source_finish_its_async_cleanup() -> None:
+    """The source generator's finally block may await (close a cursor, say): leaving
+    the stream early runs it to the end, as aclosing would, not cut by the
+    cancellation that stops the reader."""
+    clf = await fitted()
+    log: list[str] = []
+
+    async def source() -> AsyncGenerator[str, None]:
+        try:
+            for i in range(1000):
+                yield f"spam {i}"
+        finally:
+            log.append("finally entered")
+            await anyio.sleep(0.01)
+            log.append("cleanup finished")
+
+    async with clf.stream(source()) as results:
+        async for p in results:
+            if p.index == 3:
+                break
+    assert log == ["finally entered", "cleanup finished"]
