@@ -19,7 +19,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
 import anyio
@@ -164,12 +164,12 @@ class Job:
 
 
 class ThreadExecutor:
-    """Run synchronous estimator code in anyio worker threads under one limiter."""
+    """Run synchronous estimator code in worker threads under one limiter."""
 
     def __init__(self, limiter: anyio.CapacityLimiter | None = None) -> None:
         self.set_limiter(limiter)
-        # The token of ``limiter`` is taken by ``slot()``; the thread itself must not
-        # count against anyio's global default limiter, so it gets one of its own.
+        # ``run`` takes a token of ``limiter``; its anyio thread must not count against
+        # anyio's global default limiter as well, so it gets an unbounded one.
         self._threads = PerRun(lambda: anyio.CapacityLimiter(math.inf))
 
     def set_limiter(self, limiter: anyio.CapacityLimiter | None) -> None:
@@ -185,31 +185,6 @@ class ThreadExecutor:
     def limiter(self) -> anyio.CapacityLimiter:
         """The limiter in force (call it inside an event loop)."""
         return self._given if self._given is not None else self._default.get()
-
-    @asynccontextmanager
-    async def slot(self) -> Any:
-        """Hold one limiter token (waiting for it is cancellable)."""
-        async with self.limiter:
-            yield
-
-    async def run_in_slot(self, func: Callable[..., T], *args: Any) -> T:
-        """Run ``func(*args)`` in a worker thread; the caller already holds a ``slot()``.
-
-        The thread always runs to completion: cancelling the caller takes effect when
-        the thread returns, and its result is then discarded.
-        """
-        result = await anyio.to_thread.run_sync(
-            _call_in_worker,
-            sklearn.get_config(),
-            self.native_threads,
-            func,
-            args,
-            limiter=self._threads.get(),
-        )
-        # anyio delivers a cancellation that arrived while the thread ran only at the
-        # next checkpoint; take it here, so no caller acts on a cancelled result.
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        return result
 
     async def acquire(self) -> Job:
         """Wait for a limiter token (cancellable) and return the job that holds it."""
@@ -275,6 +250,22 @@ class ThreadExecutor:
         await finished.wait()
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
-        """Take a limiter token, then run ``func(*args)`` in a worker thread."""
+        """Take a limiter token, then run ``func(*args)`` in an anyio worker thread.
+
+        For fits and file I/O, whose caller must know the outcome: the thread always
+        runs to completion, cancelling the caller takes effect when the thread
+        returns, and its result is then discarded.
+        """
         async with self.limiter:
-            return await self.run_in_slot(func, *args)
+            result = await anyio.to_thread.run_sync(
+                _call_in_worker,
+                sklearn.get_config(),
+                self.native_threads,
+                func,
+                args,
+                limiter=self._threads.get(),
+            )
+            # anyio delivers a cancellation that arrived while the thread ran only at the
+            # next checkpoint; take it here, so no caller acts on a cancelled result.
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            return result

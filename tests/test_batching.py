@@ -64,6 +64,26 @@ async def behind_a_held_batch(
             gate.release.set()
 
 
+async def failures_of_one_batch(
+    clf: AsyncClassifier, gate: Gate, callers: int, kind: type[Exception]
+) -> list[BaseException]:
+    """Fit ``clf`` (its estimator blocks predict_proba in ``gate``), send ``callers``
+    classify calls, all but the first in one batch, and return what they raised."""
+    gate.release.set()
+    await clf.fit(TRAIN_X, TRAIN_Y)
+    gate.close()
+    caught: list[BaseException] = []
+
+    async def call(i: int) -> None:
+        try:
+            await clf.classify(f"text {i}")
+        except kind as exc:
+            caught.append(exc)
+
+    await behind_a_held_batch(gate, partial(call, 0), [partial(call, i) for i in range(1, callers)])
+    return caught
+
+
 def expected(clf: AsyncClassifier, text: str) -> tuple[Any, float]:
     row = clf.estimator_.predict_proba([text])[0]
     return clf.classes_[row.argmax()], float(row.max())
@@ -509,18 +529,7 @@ async def test_each_caller_gets_its_own_exception_object() -> None:
     chained to the original, so tracebacks do not pile up on one object."""
     gate = Gate()
     clf = AsyncClassifier(SharedErrorClassifier(gate=gate, block=["predict_proba"]))
-    gate.release.set()
-    await clf.fit(TRAIN_X, TRAIN_Y)
-    gate.close()
-    caught: list[BaseException] = []
-
-    async def call(i: int) -> None:
-        try:
-            await clf.classify(f"text {i}")
-        except ValueError as exc:
-            caught.append(exc)
-
-    await behind_a_held_batch(gate, partial(call, 0), [partial(call, i) for i in range(1, 8)])
+    caught = await failures_of_one_batch(clf, gate, 8, ValueError)
     assert len(caught) == 8
     assert len({id(exc) for exc in caught}) == 8
     for exc in caught:
@@ -616,18 +625,7 @@ async def test_an_estimator_raising_a_base_exception_fails_only_its_batch(
     clf = AsyncClassifier(
         InterruptingClassifier(gate=gate, block=["predict_proba"], interrupt=interrupt)
     )
-    gate.release.set()
-    await clf.fit(TRAIN_X, TRAIN_Y)
-    gate.close()
-    caught: list[BaseException] = []
-
-    async def call(i: int) -> None:
-        try:
-            await clf.classify(f"text {i}")
-        except AsyncClfError as exc:
-            caught.append(exc)
-
-    await behind_a_held_batch(gate, partial(call, 0), [partial(call, i) for i in range(1, 4)])
+    caught = await failures_of_one_batch(clf, gate, 4, AsyncClfError)
     assert len(caught) == 4
 
     def causes(exc: BaseException | None) -> list[type[BaseException]]:
