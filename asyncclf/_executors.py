@@ -246,7 +246,13 @@ class ThreadExecutor:
                 with contextlib.suppress(Exception):
                     job.release()
 
-        _POOL.submit(work)
+        try:
+            _POOL.submit(work)
+        except RuntimeError as exc:  # the interpreter is shutting down
+            msg = "No worker thread could be started: the interpreter is shutting down."
+            error = AsyncClfError(msg)
+            error.__cause__ = exc
+            finish(error)
         await finished.wait()
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
