@@ -38,23 +38,15 @@ import anyio
 import anyio.lowlevel
 import numpy as np
 
-from ._errors import AsyncClfError, OverloadedError
+from ._errors import OverloadedError, own_copy
 from ._executors import Job, ThreadExecutor
 from ._types import BatchStatistics
+from ._work import Compute, Segment, timed_batch
 
 __all__ = ["Batcher", "Outcome", "Request"]
 
-Compute = Callable[[list[str]], Any]
-"""A vectorised function of a list of texts returning one row per text."""
 Prepare = Callable[[Hashable], tuple[Compute, Any]]
 """Given a lane key, return the function to run now and a tag (the model) for results."""
-
-# A run of consecutive texts [start, stop) of one batch and its rows, or the exception
-# the estimator raised for that (single) text.
-Segment = tuple[int, int, Any]
-# A request's texts [start, stop) in its batch, and whether each text needs its own
-# outcome (a stream's texts) rather than one for the whole request.
-Span = tuple[int, int, bool]
 
 
 class Outcome:
@@ -112,138 +104,6 @@ class _Lane:
     size: int = 0
     leading: bool = False
     full: anyio.Event | None = None
-
-
-def _own(error: Exception) -> Exception:
-    """A copy of ``error`` for one caller, chained to the original.
-
-    Raising one exception object in many tasks would pile every task's traceback onto
-    it; each caller raises its own copy instead, whose ``__cause__`` is the original
-    with the worker's traceback. An exception that cannot be copied is shared as is.
-    """
-    kind = type(error)
-    try:
-        # Not copy.copy: that calls __init__ again with args, and an __init__ that
-        # builds its message from other arguments would garble it.
-        clone = kind.__new__(kind, *error.args)
-        clone.args = error.args
-        if hasattr(error, "__dict__"):
-            clone.__dict__.update(error.__dict__)
-        same = str(clone) == str(error)
-    except Exception:
-        return error
-    if not same:
-        return error
-    clone.__cause__ = error
-    clone.__suppress_context__ = True
-    return clone
-
-
-def _nan_rows(rows: Any) -> list[int]:
-    """Positions of rows holding NaN or infinity in a float result (not a score)."""
-    if not isinstance(rows, np.ndarray) or rows.dtype.kind not in "fc" or not len(rows):
-        return []
-    bad = ~np.isfinite(rows.reshape(len(rows), -1)).all(axis=1)
-    return np.flatnonzero(bad).tolist() if bad.any() else []
-
-
-def run_batch(
-    compute: Compute, texts: list[str], spans: list[Span], limit: int
-) -> tuple[list[Segment], int]:
-    """Compute rows for ``texts``; when the estimator raises, find whom it fails.
-
-    ``spans`` are the batch's requests, in order: ``(start, stop, per_item)``. One
-    estimator call answers the whole batch when it can, in chunks of at most ``limit``
-    texts. When it raises, the requests are split in halves and each half is retried;
-    when both halves fail, each of their requests is retried alone. A request that
-    fails alone gets the exception, unless it is ``per_item`` (a stream's texts):
-    then its texts are searched the same way. This finds a lone bad text in about
-    ``2 log2(requests)`` calls, and a batch that fails everywhere costs at most one
-    call per request (per text for ``per_item`` ones) and three passes over its
-    texts, not the ``2n - 1`` calls of a full bisection. A row holding NaN fails its
-    text alone.
-
-    Returns the segments covering ``texts`` in order and the number of calls made.
-    """
-    segments: list[Segment] = []
-    calls = 0
-
-    def run(units: list[Span]) -> Exception | None:
-        nonlocal calls
-        start, stop = units[0][0], units[-1][1]
-        parts = []
-        try:
-            for first in range(start, stop, limit):
-                last = min(first + limit, stop)
-                calls += 1
-                chunk = texts if last - first == len(texts) else texts[first:last]
-                rows = np.asarray(compute(chunk))
-                if rows.ndim == 0:
-                    msg = (
-                        f"The estimator returned {rows.item()!r} instead of one row for "
-                        f"each of {last - first} texts."
-                    )
-                    raise AsyncClfError(msg)
-                if len(rows) != last - first:
-                    msg = f"The estimator returned {len(rows)} rows for {last - first} texts."
-                    raise AsyncClfError(msg)
-                parts.append(rows)
-        except Exception as exc:
-            return exc
-        rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        at = start
-        for bad in _nan_rows(rows):
-            if start + bad > at:
-                segments.append((at, start + bad, rows[at - start : bad]))
-            msg = "The estimator returned a NaN or infinite score for this text."
-            segments.append((start + bad, start + bad + 1, AsyncClfError(msg)))
-            at = start + bad + 1
-        if at < stop:
-            segments.append((at, stop, rows if at == start else rows[at - start :]))
-        return None
-
-    def blame(units: list[Span], error: Exception) -> None:
-        """Find the failing texts among ``units``, which failed together with ``error``."""
-        if len(units) == 1:
-            start, stop, per_item = units[0]
-            if per_item and stop - start > 1:
-                blame([(i, i + 1, False) for i in range(start, stop)], error)
-            else:
-                # A copy per request: an estimator may raise one object many times.
-                segments.append((start, stop, _own(error)))
-            return
-        middle = len(units) // 2
-        halves = [(half, run(half)) for half in (units[:middle], units[middle:])]
-        failed = [(half, exc) for half, exc in halves if exc is not None]
-        if len(failed) == 1:
-            blame(*failed[0])
-            return
-        # Both halves failed (or neither, when the failure needed them together): the
-        # failures are dense, so stop halving and try each request on its own.
-        for half, exc in failed:
-            if len(half) == 1:
-                blame(half, exc)
-                continue
-            for unit in half:
-                alone = run([unit])
-                if alone is not None:
-                    blame([unit], alone)
-
-    if texts:
-        error = run(spans)
-        if error is not None:
-            blame(spans, error)
-    segments.sort(key=lambda segment: segment[0])
-    return segments, calls
-
-
-def _timed_batch(
-    compute: Compute, texts: list[str], spans: list[Span], limit: int
-) -> tuple[list[Segment], int, float]:
-    """:func:`run_batch`, and the seconds it took (run in the worker)."""
-    started = time.perf_counter()
-    segments, calls = run_batch(compute, texts, spans, limit)
-    return segments, calls, time.perf_counter() - started
 
 
 def _slice(segments: list[Segment], start: int, stop: int) -> list[Segment]:
@@ -520,12 +380,12 @@ class Batcher:
                 start = stop
 
         limit = self.max_batch_size
-        await self.executor.run_detached(job, _timed_batch, (compute, texts, spans, limit), done)
+        await self.executor.run_detached(job, timed_batch, (compute, texts, spans, limit), done)
 
     def _deliver(self, batch: list[Request], error: Exception, tag: Any) -> None:
         """Fail every request of ``batch`` with its own copy of ``error``."""
         for request in batch:
-            request.outcome = Outcome([(0, len(request.texts), _own(error))], tag)
+            request.outcome = Outcome([(0, len(request.texts), own_copy(error))], tag)
             request._wake()
 
     def _count(self, texts: list[str], segments: list[Segment], calls: int, elapsed: float) -> None:

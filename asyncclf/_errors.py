@@ -26,6 +26,7 @@ __all__ = [
     "OverloadedError",
     "PersistenceError",
     "UnsupportedEstimatorError",
+    "own_copy",
 ]
 
 
@@ -63,3 +64,28 @@ class OverloadedError(AsyncClfError):
 
 class PersistenceError(AsyncClfError):
     """A model file could not be saved or loaded: unreadable, untrusted or tampered."""
+
+
+def own_copy(error: Exception) -> Exception:
+    """A copy of ``error`` for one caller, chained to the original.
+
+    Raising one exception object in many tasks would pile every task's traceback onto
+    it; each caller raises its own copy instead, whose ``__cause__`` is the original
+    with the worker's traceback. An exception that cannot be copied is shared as is.
+    """
+    kind = type(error)
+    try:
+        # Not copy.copy: that calls __init__ again with args, and an __init__ that
+        # builds its message from other arguments would garble it.
+        clone = kind.__new__(kind, *error.args)
+        clone.args = error.args
+        if hasattr(error, "__dict__"):
+            clone.__dict__.update(error.__dict__)
+        same = str(clone) == str(error)
+    except Exception:
+        return error
+    if not same:
+        return error
+    clone.__cause__ = error
+    clone.__suppress_context__ = True
+    return clone
