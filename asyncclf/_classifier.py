@@ -23,7 +23,7 @@ from ._errors import (
     NotFittedError,
     UnsupportedEstimatorError,
 )
-from ._executors import PerRun, ThreadExecutor
+from ._executors import PerRun, ThreadExecutor, make_executor
 from ._model import (
     Config,
     Model,
@@ -93,9 +93,13 @@ class AsyncClassifier(Generic[Label]):
         estimator: Any scikit-learn compatible classifier or pipeline taking a list of
             ``str``. ``None`` means :func:`default_estimator`. It is cloned by ``fit``;
             the object you pass is never fitted itself.
-        limiter: The capacity limiter for worker threads. Defaults to a new one with
-            as many tokens as CPUs (at least 2, so a prediction never waits behind a
-            fit). Share one between classifiers to bound them together.
+        executor: Where the estimator runs: ``"threads"`` (worker threads of this
+            process), ``"processes"`` (worker processes on this machine, see
+            :class:`ProcessExecutor`), or an executor object. See docs/scaling.md.
+        limiter: The capacity limiter for the workers. Defaults to a new one with as
+            many tokens as CPUs (at least 2, so a prediction never waits behind a fit)
+            for threads, one per worker process for processes. Share one between
+            classifiers to bound them together.
         max_batch_size: Most texts in one estimator call.
         max_latency: Seconds a call waits for other calls to fill its batch.
         max_queue: Most texts waiting for a batch; see ``overload``.
@@ -107,6 +111,7 @@ class AsyncClassifier(Generic[Label]):
         self,
         estimator: Any = None,
         *,
+        executor: str | ThreadExecutor = "threads",
         limiter: anyio.CapacityLimiter | None = None,
         max_batch_size: int = 256,
         max_latency: float = 0.002,
@@ -116,6 +121,7 @@ class AsyncClassifier(Generic[Label]):
         check_params(
             {
                 "estimator": estimator,
+                "executor": executor,
                 "limiter": limiter,
                 "max_batch_size": max_batch_size,
                 "max_latency": max_latency,
@@ -124,12 +130,13 @@ class AsyncClassifier(Generic[Label]):
             }
         )
         self.estimator = estimator
+        self.executor = executor
         self.limiter = limiter
         self.max_batch_size = max_batch_size
         self.max_latency = max_latency
         self.max_queue = max_queue
         self.overload = overload
-        self._executor = ThreadExecutor(limiter)
+        self._executor = make_executor(executor, limiter)
         self._batcher = Batcher(
             self._executor,
             self._prepare,
@@ -147,7 +154,15 @@ class AsyncClassifier(Generic[Label]):
 
     # -- parameters (scikit-learn's conventions) ----------------------------------------
 
-    _PARAMS = ("estimator", "limiter", "max_batch_size", "max_latency", "max_queue", "overload")
+    _PARAMS = (
+        "estimator",
+        "executor",
+        "limiter",
+        "max_batch_size",
+        "max_latency",
+        "max_queue",
+        "overload",
+    )
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """Return the constructor arguments, and with ``deep`` the estimator's, prefixed.
@@ -205,7 +220,11 @@ class AsyncClassifier(Generic[Label]):
                 raise InvalidParameterError(msg)
             _rehearse(estimator, nested)
             estimator.set_params(**nested)
-        if merged["limiter"] is not self.limiter:
+        if merged["executor"] is not self.executor:
+            # Batches already running finish on the old executor.
+            self._executor = make_executor(merged["executor"], merged["limiter"])
+            self._batcher.executor = self._executor
+        elif merged["limiter"] is not self.limiter:
             self._executor.set_limiter(merged["limiter"])
         for name, value in merged.items():
             setattr(self, name, value)
@@ -291,7 +310,7 @@ class AsyncClassifier(Generic[Label]):
         try:
             async with self._fit_lock.get():
                 reporter.update(0)
-                fitted = await self._executor.run(_work.fit, estimator, texts, labels)
+                fitted = await self._executor.fit(_work.fit, estimator, texts, labels)
                 reporter.update(len(texts))
                 self._swap(fitted)
         finally:
@@ -340,9 +359,9 @@ class AsyncClassifier(Generic[Label]):
             if model is None and class_list is None:
                 msg = "The first partial_fit needs classes=[...], every class it will ever see."
                 raise InvalidInputError(msg)
-            serving = None if model is None else model.estimator
+            serving = None if model is None else self._executor.ref(model)
             fresh = clone(target) if serving is None else None
-            updated = await self._executor.run(
+            updated = await self._executor.fit(
                 _work.partial_fit, serving, fresh, texts, labels, class_list
             )
             self._swap(updated)
@@ -425,7 +444,7 @@ class AsyncClassifier(Generic[Label]):
         kind: str
         config: Config
         kind, config = key  # type: ignore[misc]
-        return partial(_work.compute, model.estimator, kind, config.settings), model
+        return partial(_work.compute, self._executor.ref(model), kind, config.settings), model
 
     def _require(self, model: Model, kind: str) -> None:
         if kind in model.abilities:

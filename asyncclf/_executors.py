@@ -15,23 +15,37 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import sys
+import pickle
+import shutil
+import tempfile
 import threading
-from collections.abc import Callable, Iterator
+import uuid
+import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
 import anyio
+import anyio.from_thread
 import anyio.lowlevel
+import anyio.to_process
 import anyio.to_thread
 import sklearn
+from anyio import BrokenWorkerProcess
 from anyio.lowlevel import RunVar
-from threadpoolctl import ThreadpoolController
 
-from ._errors import AsyncClfError
+from . import _work
+from ._errors import AsyncClfError, InvalidParameterError
+from ._work import call_in_worker
 
-__all__ = ["Job", "PerRun", "ThreadExecutor", "available_cpus"]
+__all__ = [
+    "Job",
+    "PerRun",
+    "ProcessExecutor",
+    "ThreadExecutor",
+    "available_cpus",
+    "make_executor",
+]
 
 T = TypeVar("T")
 
@@ -44,79 +58,10 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-class _NativeThreadCap:
-    """Cap BLAS and OpenMP threads while asyncclf work runs.
-
-    OpenMP's thread count is per thread, so each worker call sets and restores its own.
-    BLAS pools (OpenBLAS, MKL, BLIS) are process-wide, so limits set and restored
-    independently by overlapping calls would race (one call restoring the original
-    while another still runs): there the first active call sets the cap and the last
-    one restores it. Each library is set on its own: threadpoolctl's ``limit()`` object
-    restores every library at once, which undoes the other kind's setting.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._active = 0
-        self._libraries: list[Any] = []
-        self._modules = -1
-        self._saved_blas: list[tuple[Any, int]] = []
-
-    def _refresh(self) -> None:
-        # Finding the loaded libraries takes milliseconds, so it is redone only when
-        # modules were imported since (a new native library may have come with them).
-        if self._modules != len(sys.modules):
-            self._libraries = ThreadpoolController().lib_controllers
-            self._modules = len(sys.modules)
-
-    @staticmethod
-    def _cap(libraries: list[Any], threads: int) -> list[tuple[Any, int]]:
-        saved = [(library, library.get_num_threads()) for library in libraries]
-        for library, current in saved:
-            if current is not None and current > threads:
-                library.set_num_threads(threads)
-        return saved
-
-    @staticmethod
-    def _restore(saved: list[tuple[Any, int]]) -> None:
-        for library, original in saved:
-            if original is not None:
-                library.set_num_threads(original)
-
-    @contextmanager
-    def __call__(self, threads: int) -> Iterator[None]:
-        with self._lock:
-            if self._active == 0:
-                self._refresh()
-                blas = [lib for lib in self._libraries if lib.user_api == "blas"]
-                self._saved_blas = self._cap(blas, threads)
-            self._active += 1
-            openmp = [lib for lib in self._libraries if lib.user_api == "openmp"]
-        saved_openmp = self._cap(openmp, threads)
-        try:
-            yield
-        finally:
-            self._restore(saved_openmp)
-            with self._lock:
-                self._active -= 1
-                if self._active == 0:
-                    self._restore(self._saved_blas)
-                    self._saved_blas = []
-
-
-_native_thread_cap = _NativeThreadCap()
-
 _POOL = ThreadPoolExecutor(max_workers=256, thread_name_prefix="asyncclf")
 """Threads for prediction batches. A batch takes a limiter token before it is
 submitted, so the limiters bound how many run; threads are made as needed, and
 at most as many as batches ever ran at once."""
-
-
-def _call_in_worker(
-    config: dict[str, Any], threads: int, func: Callable[..., T], args: tuple[Any, ...]
-) -> T:
-    with sklearn.config_context(**config), _native_thread_cap(threads):
-        return func(*args)
 
 
 class PerRun(Generic[T]):
@@ -231,7 +176,7 @@ class ThreadExecutor:
         def work() -> None:
             result: T | Exception
             try:
-                result = _call_in_worker(config, threads, func, args)
+                result = self._call(config, threads, func, args, token)
             except Exception as exc:
                 result = exc
             except BaseException as exc:
@@ -255,6 +200,28 @@ class ThreadExecutor:
             finish(error)
         await finished.wait()
 
+    def _call(
+        self,
+        config: dict[str, Any],
+        threads: int,
+        func: Callable[..., T],
+        args: tuple[Any, ...],
+        token: anyio.lowlevel.EventLoopToken,
+    ) -> T:
+        """Run one batch, from a thread of asyncclf's pool: here, in that thread."""
+        return call_in_worker(config, threads, func, args)
+
+    def ref(self, model: Any) -> Any:
+        """What names ``model`` (a served model) to a worker: the estimator itself."""
+        return model.estimator
+
+    async def fit(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Run a fit (``_work.fit`` or ``_work.partial_fit``) and return the estimator.
+
+        ``partial_fit``'s serving estimator is passed as ``ref(model)``.
+        """
+        return await self.run(func, *args)
+
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         """Take a limiter token, then run ``func(*args)`` in an anyio worker thread.
 
@@ -264,7 +231,7 @@ class ThreadExecutor:
         """
         async with self.limiter:
             result = await anyio.to_thread.run_sync(
-                _call_in_worker,
+                call_in_worker,
                 sklearn.get_config(),
                 self.native_threads,
                 func,
@@ -275,3 +242,167 @@ class ThreadExecutor:
             # next checkpoint; take it here, so no caller acts on a cancelled result.
             await anyio.lowlevel.checkpoint_if_cancelled()
             return result
+
+
+class ProcessExecutor(ThreadExecutor):
+    """Run the estimator in worker processes, on this machine.
+
+    Each batch and each fit runs in a process of anyio's pool (``anyio.to_process``),
+    so scikit-learn never holds the event loop's GIL and batches run in parallel on
+    every core. A model version crosses to a worker once: it is written to a file the
+    first time a batch needs it, and each worker loads it once and keeps it
+    (:class:`~asyncclf._work.ModelHandle`); a batch carries only its texts.
+
+    A fit runs in a worker too; cancelling it kills that worker (anyio replaces it), so
+    a cancelled fit returns at once. A worker that dies fails only the batch it held,
+    with an :class:`AsyncClfError` saying so; the next calls get a fresh worker.
+
+    Args:
+        max_workers: Worker processes (and limiter tokens by default); ``None``
+            means one per CPU.
+    """
+
+    def __init__(
+        self, max_workers: int | None = None, limiter: anyio.CapacityLimiter | None = None
+    ) -> None:
+        if max_workers is not None and (
+            isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
+        ):
+            msg = f"max_workers must be an int >= 1 or None, not {max_workers!r}."
+            raise InvalidParameterError(msg)
+        self.max_workers = max_workers or available_cpus()
+        super().__init__(limiter)
+        self._processes = PerRun(lambda: anyio.CapacityLimiter(math.inf))
+        self._directory = tempfile.mkdtemp(prefix="asyncclf-models-")
+        weakref.finalize(self, shutil.rmtree, self._directory, True)
+        self._shipments: weakref.WeakKeyDictionary[Any, _Shipment] = weakref.WeakKeyDictionary()
+
+    def set_limiter(self, limiter: anyio.CapacityLimiter | None) -> None:
+        """Use ``limiter``, or (``None``) one with a token per worker process."""
+        cpus = available_cpus()
+        self._given = limiter
+        workers = self.max_workers
+        self._default = PerRun(lambda: anyio.CapacityLimiter(workers))
+        tokens = workers if limiter is None else min(limiter.total_tokens, workers)
+        self.native_threads = max(1, cpus // max(1, int(tokens)))
+
+    def ref(self, model: Any) -> Any:
+        """A handle naming ``model`` to the workers; its file is written on first use."""
+        shipment = self._shipments.get(model)
+        if shipment is None:
+            shipment = self._shipments[model] = _Shipment(model.estimator, self._directory)
+        return shipment
+
+    def _call(
+        self,
+        config: dict[str, Any],
+        threads: int,
+        func: Callable[..., T],
+        args: tuple[Any, ...],
+        token: anyio.lowlevel.EventLoopToken,
+    ) -> T:
+        # In a thread of asyncclf's pool: write any model version not on disk yet (off
+        # the event loop), then drive the worker process from a task on the loop.
+        for shipment in list(self._shipments.values()):
+            shipment.write()
+        return anyio.from_thread.run(self._in_process, config, threads, func, args, token=token)
+
+    async def _in_process(
+        self,
+        config: dict[str, Any],
+        threads: int,
+        func: Callable[..., T],
+        args: tuple[Any, ...],
+        cancellable: bool = False,
+    ) -> T:
+        try:
+            return await anyio.to_process.run_sync(
+                call_in_worker,
+                config,
+                threads,
+                func,
+                args,
+                cancellable=cancellable,
+                limiter=self._processes.get(),
+            )
+        except BrokenWorkerProcess as exc:
+            msg = (
+                "The worker process running this call died (killed, out of memory, or a "
+                "crash in native code); the next call gets a new worker."
+            )
+            raise AsyncClfError(msg) from exc
+
+    async def fit(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Fit in a worker process; cancelling kills the worker and returns at once.
+
+        The worker returns the model packed (``_work.fit_packed``); it is unpacked in a
+        thread, so no large unpickling holds the event loop.
+        """
+        packed: dict[Callable[..., Any], Callable[..., Any]] = {
+            _work.fit: _work.fit_packed,
+            _work.partial_fit: _work.partial_fit_packed,
+        }
+        args = tuple(_handle_for_fit(self, arg) for arg in args)
+        async with self.limiter:
+            for shipment in list(self._shipments.values()):
+                await anyio.to_thread.run_sync(shipment.write)
+            content: Any = await self._in_process(
+                sklearn.get_config(), self.native_threads, packed[func], args, cancellable=True
+            )
+        return await anyio.to_thread.run_sync(_work.unpack, content)
+
+
+def _handle_for_fit(executor: ProcessExecutor, arg: Any) -> Any:
+    return arg.handle() if isinstance(arg, _Shipment) else arg
+
+
+class _Shipment:
+    """A model version on its way to the workers: written to a file once, on demand.
+
+    Pickled, it is a :class:`~asyncclf._work.ModelHandle` (key and path). The file
+    goes when the served model it belongs to is gone.
+    """
+
+    def __init__(self, estimator: Any, directory: str) -> None:
+        self._estimator: Any = estimator
+        self._lock = threading.Lock()
+        self.key = uuid.uuid4().hex
+        self.path = os.path.join(directory, f"{self.key}.pickle")
+        weakref.finalize(self, _remove, self.path)
+
+    def write(self) -> None:
+        """Write the model's file if it is not written yet (in a worker thread)."""
+        with self._lock:
+            if self._estimator is None:
+                return
+            content = pickle.dumps(_work.pack(self._estimator), protocol=pickle.HIGHEST_PROTOCOL)
+            temporary = f"{self.path}.tmp"
+            with open(temporary, "wb") as file:
+                file.write(content)
+            os.replace(temporary, self.path)
+            self._estimator = None
+
+    def handle(self) -> _work.ModelHandle:
+        return _work.ModelHandle(self.key, self.path)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _work.ModelHandle, (self.key, self.path)
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.remove(path)
+
+
+def make_executor(
+    executor: str | ThreadExecutor, limiter: anyio.CapacityLimiter | None
+) -> ThreadExecutor:
+    """The executor named by ``executor`` (``"threads"``, ``"processes"``) or given."""
+    if executor == "threads":
+        return ThreadExecutor(limiter)
+    if executor == "processes":
+        return ProcessExecutor(limiter=limiter)
+    assert isinstance(executor, ThreadExecutor)
+    if limiter is not None:
+        executor.set_limiter(limiter)
+    return executor

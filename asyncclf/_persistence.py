@@ -15,7 +15,6 @@ the estimator. Every failure to read a model is a :class:`PersistenceError`.
 from __future__ import annotations
 
 import contextlib
-import copy
 import errno
 import hashlib
 import hmac
@@ -33,10 +32,11 @@ from typing import Any
 import numpy as np
 import sklearn
 import skops.io as sio
-from numpy.typing import NDArray
 from sklearn.base import clone
 
 from ._errors import InvalidParameterError, PersistenceError
+from ._work import pack as _pack
+from ._work import vectorisers, vocabulary_of
 
 __all__ = ["DEFAULT_MAX_SIZE", "DEFAULT_TRUSTED", "FORMAT", "dump_model", "load_model"]
 
@@ -104,59 +104,9 @@ def dump_model(
     return hashlib.sha256(data).hexdigest()
 
 
-def _vectorisers(estimator: Any, packed: bool) -> dict[str, Any]:
-    """The estimator's parts (by ``get_params`` name, ``""`` for itself) with a vocabulary.
-
-    ``packed`` picks the parts of a loaded estimator whose vocabulary ``_pack`` took
-    out (``vocabulary_`` None) instead of those holding one.
-    """
-    parts = {"": estimator}
-    if hasattr(estimator, "get_params"):
-        parts |= estimator.get_params(deep=True)
-    found: dict[str, Any] = {}
-    seen: set[int] = set()
-    for name, part in parts.items():
-        vocabulary = getattr(part, "vocabulary_", False)
-        wanted = (
-            vocabulary is None and hasattr(part, "build_analyzer")
-            if packed
-            else (isinstance(vocabulary, dict))
-        )
-        if wanted and id(part) not in seen:
-            seen.add(id(part))
-            found[name] = part
-    return found
-
-
-def _pack(estimator: Any) -> tuple[Any, dict[str, dict[str, NDArray[Any]]]]:
-    """A copy of ``estimator`` without its vocabularies, and those as three arrays each.
-
-    skops writes a dict entry by entry, as JSON nodes of a few hundred bytes each: the
-    default pipeline fitted on Chinese reviews (601,169 terms) made a 423 MB file that
-    took 20 s to write. As arrays (the terms' UTF-8, their lengths, their columns) a
-    vocabulary costs a few bytes a term. The serving estimator is not touched: the
-    copy shares nothing with it but skips the vocabularies.
-    """
-    parts = _vectorisers(estimator, packed=False)
-    if not parts:
-        return estimator, {}
-    # deepcopy returns what the memo holds for an object: None for each vocabulary.
-    memo: dict[int, Any] = {id(part.vocabulary_): None for part in parts.values()}
-    packed = copy.deepcopy(estimator, memo)
-    vocabularies: dict[str, dict[str, NDArray[Any]]] = {}
-    for name, part in parts.items():
-        terms = list(part.vocabulary_)
-        vocabularies[name] = {
-            "text": np.frombuffer("".join(terms).encode("utf-8"), dtype=np.uint8),
-            "lengths": np.fromiter(map(len, terms), dtype=np.int64, count=len(terms)),
-            "columns": np.fromiter(part.vocabulary_.values(), dtype=np.int64, count=len(terms)),
-        }
-    return packed, vocabularies
-
-
 def _unpack(source: Path, estimator: Any, vocabularies: Any) -> None:
     """Give the loaded ``estimator``'s vectorisers back their vocabularies, checked."""
-    parts = _vectorisers(estimator, packed=True)
+    parts = vectorisers(estimator, packed=True)
     if not isinstance(vocabularies, dict) or set(vocabularies) != set(parts):
         msg = (
             f"{source} is inconsistent: it holds vocabularies for {sorted(vocabularies)!r} "
@@ -181,12 +131,7 @@ def _unpack(source: Path, estimator: Any, vocabularies: Any) -> None:
         if not valid or int(lengths.sum()) != len(terms):
             msg = f"{source} is inconsistent: the vocabulary of {name or 'the estimator'!r}."
             raise PersistenceError(msg)
-        ends = np.cumsum(lengths).tolist()
-        starts = [0, *ends[:-1]]
-        parts[name].vocabulary_ = {
-            terms[start:end]: column
-            for start, end, column in zip(starts, ends, columns.tolist(), strict=True)
-        }
+        parts[name].vocabulary_ = vocabulary_of(arrays)
 
 
 def _write_atomically(target: Path, data: bytes) -> None:

@@ -192,6 +192,15 @@ def check_params(params: dict[str, Any]) -> None:
     if limiter is not None and not isinstance(limiter, anyio.CapacityLimiter):
         msg = f"limiter must be an anyio.CapacityLimiter or None, not {limiter!r}."
         raise InvalidParameterError(msg)
+    executor = params["executor"]
+    if executor not in ("threads", "processes") and not all(
+        hasattr(executor, name) for name in ("acquire", "run_detached", "fit", "ref", "limiter")
+    ):
+        msg = (
+            f"executor must be 'threads', 'processes' or an executor object (such as "
+            f"asyncclf.ProcessExecutor(max_workers=4)), not {executor!r}."
+        )
+        raise InvalidParameterError(msg)
     estimator = params["estimator"]
     if estimator is not None and not hasattr(estimator, "fit"):
         msg = f"estimator must be a scikit-learn estimator (with fit), not {estimator!r}."

@@ -249,6 +249,7 @@ async def test_get_and_set_params_follow_sklearn() -> None:
     assert params["estimator__fail_on"] == "BOOM"
     assert set(clf.get_params(deep=False)) == {
         "estimator",
+        "executor",
         "limiter",
         "max_batch_size",
         "max_latency",
