@@ -13,6 +13,7 @@ from ._errors import (
     PersistenceError,
     UnsupportedEstimatorError,
 )
+from ._executors import ProcessExecutor, ThreadExecutor
 from ._types import (
     BatchStatistics,
     FailedPrediction,
@@ -41,8 +42,10 @@ __all__ = [
     "OverloadedError",
     "PersistenceError",
     "Prediction",
+    "ProcessExecutor",
     "Progress",
     "Ranked",
+    "ThreadExecutor",
     "UnsupportedEstimatorError",
     "__version__",
     "default_estimator",

@@ -268,3 +268,30 @@ class CodedErrorClassifier(KeywordClassifier):
     def predict_proba(self, X: Sequence[str]) -> NDArray[np.float64]:
         self._maybe_block("predict_proba")
         raise CodedError(503)
+
+
+class SlowFitClassifier(KeywordClassifier):
+    """A keyword classifier whose fit sleeps ``seconds`` first (picklable: no gate)."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def fit(self, X: Sequence[str], y: Sequence[Any]) -> SlowFitClassifier:
+        import time
+
+        time.sleep(self.seconds)
+        super().fit(X, y)
+        return self
+
+
+class DyingClassifier(KeywordClassifier):
+    """A keyword classifier whose process dies (``os._exit``) on a text with ``DIE``:
+    use it only with worker processes."""
+
+    def predict_proba(self, X: Sequence[str]) -> NDArray[np.float64]:
+        import os
+
+        if any("DIE" in text for text in X):
+            os._exit(3)
+        return super().predict_proba(X)

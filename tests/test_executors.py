@@ -1,0 +1,138 @@
+"""Where the estimator runs: worker processes behave as threads do, and more."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import anyio
+import numpy as np
+import pytest
+from anyio import wait_all_tasks_blocked
+
+from asyncclf import AsyncClassifier, AsyncClfError, InvalidParameterError, ProcessExecutor
+
+from .fakes import TRAIN_X, TRAIN_Y, KeywordClassifier, SlowFitClassifier, settle
+
+pytestmark = pytest.mark.anyio
+
+TEXTS = [("spam " if i % 3 else "eggs ") * (1 + i % 4) + f"ham {i}" for i in range(300)]
+
+
+async def pair(**kwargs: Any) -> tuple[AsyncClassifier, AsyncClassifier]:
+    threads = await AsyncClassifier(KeywordClassifier(), **kwargs).fit(TRAIN_X, TRAIN_Y)
+    processes = await AsyncClassifier(
+        KeywordClassifier(), executor=ProcessExecutor(max_workers=2), **kwargs
+    ).fit(TRAIN_X, TRAIN_Y)
+    return threads, processes
+
+
+async def test_processes_answer_exactly_as_threads() -> None:
+    """predict, predict_proba, classify, rank, group, score and streams give the same
+    answers in worker processes as in threads, with batching and statistics."""
+    threads, processes = await pair(max_batch_size=64)
+    for clf in (threads, processes):
+        assert clf.version == 1
+    np.testing.assert_array_equal(
+        await processes.predict_proba(TEXTS), await threads.predict_proba(TEXTS)
+    )
+    assert list(await processes.predict(TEXTS)) == list(await threads.predict(TEXTS))
+    assert await processes.rank(TEXTS, "spam", k=5) == await threads.rank(TEXTS, "spam", k=5)
+    assert await processes.group(TEXTS[:20]) == await threads.group(TEXTS[:20])
+    assert await processes.score(TEXTS, ["spam"] * 300) == await threads.score(
+        TEXTS, ["spam"] * 300
+    )
+    answers: dict[int, Any] = {}
+
+    async def call(i: int) -> None:
+        answers[i] = await processes.classify(TEXTS[i])
+
+    async with anyio.create_task_group() as tasks:
+        for i in range(100):
+            tasks.start_soon(call, i)
+    for i, prediction in answers.items():
+        assert prediction == await threads.classify(TEXTS[i])
+    assert processes.statistics().batches < 100 + 300 // 64 + 10
+    async with processes.stream(TEXTS) as results:
+        streamed = [p async for p in results]
+    async with threads.stream(TEXTS) as results:
+        assert streamed == [p async for p in results]
+
+
+async def test_a_failing_text_fails_alone_in_a_process_too() -> None:
+    """The estimator's exception crosses back from the worker to its caller only."""
+    _, processes = await pair()
+    with pytest.raises(ValueError, match="cannot score 'BOOM'"):
+        await processes.classify("BOOM")
+    async with processes.stream(["ham", "BOOM", "spam"], on_error="yield") as results:
+        assert [p.ok async for p in results] == [True, False, True]
+
+
+async def test_partial_fit_and_refit_swap_new_versions_into_the_workers() -> None:
+    """Each new model version reaches the workers: after a refit on other classes and
+    a partial_fit, answers come from the new model."""
+    _, processes = await pair()
+    await processes.fit(["zebra", "yak"], ["zebra", "yak"])
+    assert list(processes.classes_) == ["yak", "zebra"]
+    assert (await processes.classify("zebra zebra")).label == "zebra"
+    await processes.partial_fit(["yak"], ["yak"])
+    assert processes.version == 3
+    assert processes.estimator_.n_updates_ == 1
+    assert (await processes.classify("yak")).version == 3
+
+
+async def test_a_cancelled_fit_in_a_process_returns_at_once_and_changes_nothing() -> None:
+    """Cancelling a fit kills its worker process: the call returns without waiting for
+    the fit (which would take 60 s) and the serving model stays."""
+    clf = AsyncClassifier(SlowFitClassifier(0), executor="processes")
+    await clf.fit(TRAIN_X, TRAIN_Y)
+    clf.set_params(estimator=SlowFitClassifier(60))
+    with anyio.fail_after(30):
+        with anyio.move_on_after(2) as scope:
+            await clf.fit(TRAIN_X, TRAIN_Y)
+    assert scope.cancelled_caught
+    assert clf.version == 1
+    assert (await clf.classify("spam")).version == 1
+
+
+async def test_a_worker_that_dies_fails_only_its_batch() -> None:
+    """A worker process that dies mid-batch fails that batch's callers with an
+    AsyncClfError saying so; the next calls get a new worker and succeed."""
+    from .fakes import DyingClassifier
+
+    clf = await AsyncClassifier(DyingClassifier(), executor="processes").fit(TRAIN_X, TRAIN_Y)
+    with pytest.raises(AsyncClfError, match="worker process running this call died"):
+        await clf.classify("DIE now")
+    assert (await clf.classify("spam spam")).label == "spam"
+    await settle(clf)
+    assert clf.limiter_.statistics().borrowed_tokens == 0
+
+
+async def test_a_cancelled_caller_returns_while_its_process_batch_runs() -> None:
+    """A caller cancelled while its batch runs in a worker process returns at once;
+    the batch still answers the others and gives its token back."""
+    _, processes = await pair(max_latency=0.05)
+    answers: list[str] = []
+
+    async def follower() -> None:
+        answers.append((await processes.classify("spam follower")).label)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tasks:
+            with anyio.CancelScope() as leader:
+                tasks.start_soon(follower)
+                await wait_all_tasks_blocked()
+                leader.cancel()
+                await processes.classify("leader")
+    assert answers == ["spam"]
+    await settle(processes)
+    assert processes.limiter_.statistics().borrowed_tokens == 0
+
+
+def test_executor_settings_are_checked() -> None:
+    """Bad executor names and worker counts raise InvalidParameterError."""
+    with pytest.raises(InvalidParameterError, match="executor must be"):
+        AsyncClassifier(executor="gpu")
+    with pytest.raises(InvalidParameterError, match="max_workers"):
+        ProcessExecutor(max_workers=0)
+    assert ProcessExecutor().max_workers == len(os.sched_getaffinity(0))
