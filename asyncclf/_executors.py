@@ -17,6 +17,7 @@ import math
 import os
 import pickle
 import shutil
+import sys
 import tempfile
 import threading
 import uuid
@@ -270,6 +271,15 @@ class ProcessExecutor(ThreadExecutor):
         ):
             msg = f"max_workers must be an int >= 1 or None, not {max_workers!r}."
             raise InvalidParameterError(msg)
+        if "__main__" not in sys.modules or sys.modules["__main__"].__name__ == "__mp_main__":
+            # A worker process imports the parent's script as __mp_main__ to find its
+            # functions: the script's unguarded top-level code is running again here.
+            msg = (
+                "ProcessExecutor was created while a worker process imported your script "
+                "(its top-level code runs again in every worker). Put the code that runs "
+                'the program under  if __name__ == "__main__":  as multiprocessing requires.'
+            )
+            raise AsyncClfError(msg)
         self.max_workers = max_workers or available_cpus()
         super().__init__(limiter)
         self._processes = PerRun(lambda: anyio.CapacityLimiter(math.inf))
@@ -326,6 +336,8 @@ class ProcessExecutor(ThreadExecutor):
                 limiter=self._processes.get(),
             )
         except BrokenWorkerProcess as exc:
+            if isinstance(exc.__cause__, AsyncClfError):  # e.g. the unguarded script
+                raise AsyncClfError(str(exc.__cause__)) from exc
             msg = (
                 "The worker process running this call died (killed, out of memory, or a "
                 "crash in native code); the next call gets a new worker."

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -136,3 +139,24 @@ def test_executor_settings_are_checked() -> None:
     with pytest.raises(InvalidParameterError, match="max_workers"):
         ProcessExecutor(max_workers=0)
     assert ProcessExecutor().max_workers == len(os.sched_getaffinity(0))
+
+
+def test_a_script_without_a_main_guard_gets_a_clear_error(tmp_path: Path) -> None:
+    """A script that runs its program at top level (no __main__ guard) fails at once
+    with an error saying to add the guard, instead of hanging while every worker
+    re-runs it."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import anyio\n"
+        "from asyncclf import AsyncClassifier\n\n"
+        "async def main() -> None:\n"
+        "    clf = AsyncClassifier(executor='processes')\n"
+        "    await clf.fit(['a b', 'c d'] * 3, ['x', 'y'] * 3)\n\n"
+        "anyio.run(main)\n",
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode != 0
+    assert 'if __name__ == "__main__":' in done.stderr
