@@ -1,0 +1,132 @@
+"""Threads against worker processes, side by side in one run (20 Newsgroups, default).
+
+Usage: python benchmarks/scaling.py [--quick]
+
+Prints, for ``executor="threads"`` and ``executor="processes"`` (one worker per core):
+the event loop's longest stall while the 20 Newsgroups fit runs, how long a cancelled
+fit takes to return, stream and 5,000-caller ``classify`` throughput as ratios of one
+single-thread vectorised ``predict_proba`` over the same texts (the median of three
+back-to-back pairs), and the resident memory of each worker process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+from _data import news_split
+from throughput import lag_monitor, paired, timed_async, timed_sync
+
+from asyncclf import AsyncClassifier
+
+
+def worker_rss() -> list[float]:
+    """MiB resident in each child process of this one (the worker processes)."""
+    me = os.getpid()
+    sizes = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) != me:
+                continue
+            status = (stat.parent / "status").read_text()
+        except (OSError, IndexError, ValueError):
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                sizes.append(int(line.split()[1]) / 1024)
+    return sorted(sizes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer texts and repeats")
+    args = parser.parse_args()
+    repeats = 1 if args.quick else 3
+    train_x, train_y, test_x, _ = news_split()
+    texts = test_x[:1500] if args.quick else test_x
+    callers = texts[:5000]
+
+    for executor in ("threads", "processes"):
+        clf = AsyncClassifier(executor=executor)
+        samples: list[float] = []
+
+        async def fit(clf: AsyncClassifier = clf, samples: list[float] = samples) -> float:
+            stop = anyio.Event()
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(lag_monitor, samples, stop)
+                started = time.perf_counter()
+                await clf.fit(train_x, train_y)
+                elapsed = time.perf_counter() - started
+                stop.set()
+            return elapsed
+
+        elapsed = anyio.run(fit)
+        p99 = statistics.quantiles(samples, n=100)[-1]
+        print(
+            f"{executor:9}: 20 Newsgroups fit {elapsed:.2f} s; event-loop stall during it: "
+            f"max {max(samples) * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms "
+            f"({len(samples)} wake-ups of a 5 ms sleeper)"
+        )
+
+        async def cancelled_fit(clf: AsyncClassifier = clf) -> tuple[float, int]:
+            version = clf.version
+            with anyio.move_on_after(1.0):
+                await clf.fit(train_x, train_y)
+            cancelled_at = time.perf_counter()
+            return cancelled_at, version
+
+        started = time.perf_counter()
+        returned, version = anyio.run(cancelled_fit)
+        late = returned - started - 1.0
+        print(
+            f"{executor:9}: a fit cancelled after 1 s returned {late:.2f} s after the "
+            f"cancellation; model version still {clf.version} (was {version})"
+        )
+
+        estimator = clf.estimator_
+
+        def sync_texts(estimator: Any = estimator) -> float:
+            return timed_sync(functools.partial(estimator.predict_proba, texts))
+
+        def sync_callers(estimator: Any = estimator) -> float:
+            return timed_sync(functools.partial(estimator.predict_proba, callers))
+
+        async def stream(clf: AsyncClassifier = clf) -> None:
+            async with clf.stream(texts) as results:
+                async for _ in results:
+                    pass
+
+        async def concurrent(clf: AsyncClassifier = clf) -> None:
+            async def one(text: str) -> None:
+                await clf.classify(text)
+
+            async with anyio.create_task_group() as tasks:
+                for text in callers:
+                    tasks.start_soon(one, text)
+
+        def run(backend: str, job: Callable[[], Awaitable[Any]]) -> Callable[[], float]:
+            return functools.partial(timed_async, backend, job)
+
+        for backend in ("asyncio", "trio"):
+            timed_async(backend, stream)  # warm up: workers start, the model ships
+            ratio = paired(repeats, sync_texts, run(backend, stream))
+            crowd = paired(repeats, sync_callers, run(backend, concurrent))
+            print(
+                f"{executor:9} on {backend:7}: stream {ratio:.2f}, {len(callers)} concurrent "
+                f"classify {crowd:.2f} (x one single-thread vectorised predict_proba)"
+            )
+        if executor == "processes":
+            rss = ", ".join(f"{size:.0f}" for size in worker_rss())
+            print(f"worker processes' resident memory (MiB): {rss}")
+
+
+if __name__ == "__main__":
+    main()
