@@ -323,17 +323,10 @@ class ProcessExecutor(ThreadExecutor):
         threads: int,
         func: Callable[..., T],
         args: tuple[Any, ...],
-        cancellable: bool = False,
     ) -> T:
         try:
             return await anyio.to_process.run_sync(
-                call_in_worker,
-                config,
-                threads,
-                func,
-                args,
-                cancellable=cancellable,
-                limiter=self._processes.get(),
+                call_in_worker, config, threads, func, args, limiter=self._processes.get()
             )
         except BrokenWorkerProcess as exc:
             if isinstance(exc.__cause__, AsyncClfError):  # e.g. the unguarded script
@@ -347,21 +340,36 @@ class ProcessExecutor(ThreadExecutor):
     async def fit(self, func: Callable[..., Any], *args: Any) -> Any:
         """Fit in a worker process; cancelling kills the worker and returns at once.
 
-        The worker returns the model packed (``_work.fit_packed``); it is unpacked in a
-        thread, so no large unpickling holds the event loop.
+        What crosses to the worker and back is pickled in threads, not on the event
+        loop: the training texts on the way there, and on the way back the model
+        packed (its vocabularies as arrays, ``_work.fit_packed``).
         """
         packed: dict[Callable[..., Any], Callable[..., Any]] = {
             _work.fit: _work.fit_packed,
             _work.partial_fit: _work.partial_fit_packed,
         }
-        args = tuple(_handle_for_fit(self, arg) for arg in args)
+        arguments = tuple(_handle_for_fit(self, arg) for arg in args)
+        call = (sklearn.get_config(), self.native_threads, packed[func], arguments)
         async with self.limiter:
             for shipment in list(self._shipments.values()):
                 await anyio.to_thread.run_sync(shipment.write)
-            content: Any = await self._in_process(
-                sklearn.get_config(), self.native_threads, packed[func], args, cancellable=True
+            request = await anyio.to_thread.run_sync(_dumps, call)
+            reply: bytes = await self._in_process_raw(_work.call_pickled, request)
+        return await anyio.to_thread.run_sync(_work.loads_unpacked, reply)
+
+    async def _in_process_raw(self, func: Callable[[bytes], bytes], request: bytes) -> bytes:
+        """Run ``func(request)`` in a worker process; cancelling kills the worker."""
+        try:
+            return await anyio.to_process.run_sync(
+                func, request, cancellable=True, limiter=self._processes.get()
             )
-        return await anyio.to_thread.run_sync(_work.unpack, content)
+        except BrokenWorkerProcess as exc:
+            msg = "The worker process running this fit died (killed, out of memory, or a crash)."
+            raise AsyncClfError(msg) from exc
+
+
+def _dumps(content: Any) -> bytes:
+    return pickle.dumps(content, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _handle_for_fit(executor: ProcessExecutor, arg: Any) -> Any:

@@ -33,9 +33,11 @@ __all__ = [
     "Segment",
     "Span",
     "call_in_worker",
+    "call_pickled",
     "compute",
     "fit",
     "fit_packed",
+    "loads_unpacked",
     "pack",
     "partial_fit",
     "partial_fit_packed",
@@ -432,3 +434,19 @@ def partial_fit_packed(
 ) -> Any:
     """:func:`partial_fit` in a worker process, the result packed as by :func:`fit_packed`."""
     return pack(partial_fit(serving, fresh, texts, labels, classes))
+
+
+def call_pickled(request: bytes) -> bytes:
+    """Run a pickled ``(config, threads, func, args)`` call; return its result pickled.
+
+    Used for fits in worker processes, so that the parent pickles and unpickles the
+    large parts (training texts, the fitted model) in threads, off its event loop.
+    """
+    config, threads, func, args = pickle.loads(request)
+    result = call_in_worker(config, threads, func, args)
+    return pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def loads_unpacked(reply: bytes) -> Any:
+    """The model a worker returned from :func:`call_pickled` of a ``*_packed`` fit."""
+    return unpack(pickle.loads(reply))
