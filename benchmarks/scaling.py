@@ -22,7 +22,7 @@ from typing import Any
 
 import anyio
 from _data import news_split
-from throughput import lag_monitor, paired, timed_async, timed_sync
+from throughput import lag_monitor, timed_sync
 
 from asyncclf import AsyncClassifier
 
@@ -93,39 +93,44 @@ def main() -> None:
 
         estimator = clf.estimator_
 
-        def sync_texts(estimator: Any = estimator) -> float:
-            return timed_sync(functools.partial(estimator.predict_proba, texts))
+        async def throughput(
+            clf: AsyncClassifier = clf, estimator: Any = estimator
+        ) -> tuple[float, float, list[float]]:
+            # One event loop for all of it: worker processes live as long as their loop.
+            async def stream() -> None:
+                async with clf.stream(texts) as results:
+                    async for _ in results:
+                        pass
 
-        def sync_callers(estimator: Any = estimator) -> float:
-            return timed_sync(functools.partial(estimator.predict_proba, callers))
+            async def concurrent() -> None:
+                async def one(text: str) -> None:
+                    await clf.classify(text)
 
-        async def stream(clf: AsyncClassifier = clf) -> None:
-            async with clf.stream(texts) as results:
-                async for _ in results:
-                    pass
+                async with anyio.create_task_group() as tasks:
+                    for text in callers:
+                        tasks.start_soon(one, text)
 
-        async def concurrent(clf: AsyncClassifier = clf) -> None:
-            async def one(text: str) -> None:
-                await clf.classify(text)
+            async def ratio(job: Callable[[], Awaitable[None]], batch: list[str]) -> float:
+                ratios = []
+                for _ in range(repeats):
+                    base = timed_sync(functools.partial(estimator.predict_proba, batch))
+                    started = time.perf_counter()
+                    await job()
+                    ratios.append(base / (time.perf_counter() - started))
+                return statistics.median(ratios)
 
-            async with anyio.create_task_group() as tasks:
-                for text in callers:
-                    tasks.start_soon(one, text)
-
-        def run(backend: str, job: Callable[[], Awaitable[Any]]) -> Callable[[], float]:
-            return functools.partial(timed_async, backend, job)
+            await stream()  # warm up: workers start, the model ships to each
+            return await ratio(stream, texts), await ratio(concurrent, callers), worker_rss()
 
         for backend in ("asyncio", "trio"):
-            timed_async(backend, stream)  # warm up: workers start, the model ships
-            ratio = paired(repeats, sync_texts, run(backend, stream))
-            crowd = paired(repeats, sync_callers, run(backend, concurrent))
+            streamed, crowd, rss = anyio.run(throughput, backend=backend)
             print(
-                f"{executor:9} on {backend:7}: stream {ratio:.2f}, {len(callers)} concurrent "
+                f"{executor:9} on {backend:7}: stream {streamed:.2f}, {len(callers)} concurrent "
                 f"classify {crowd:.2f} (x one single-thread vectorised predict_proba)"
             )
-        if executor == "processes":
-            rss = ", ".join(f"{size:.0f}" for size in worker_rss())
-            print(f"worker processes' resident memory (MiB): {rss}")
+            if executor == "processes":
+                sizes = ", ".join(f"{size:.0f}" for size in rss)
+                print(f"  worker processes' resident memory (MiB): {sizes}")
 
 
 if __name__ == "__main__":
