@@ -35,7 +35,7 @@ import skops.io as sio
 from sklearn.base import clone
 
 from ._errors import InvalidParameterError, PersistenceError
-from ._work import pack as _pack
+from ._work import pack
 from ._work import vectorisers, vocabulary_of
 
 __all__ = ["DEFAULT_MAX_SIZE", "DEFAULT_TRUSTED", "FORMAT", "dump_model", "load_model"]
@@ -45,6 +45,9 @@ FORMAT_VERSION = 2
 """Version 2 stores text vectorisers' vocabularies as arrays (see ``_pack``); version 1
 files, which skops stored entry by entry, still load."""
 READABLE_VERSIONS = (1, 2)
+
+_pack = pack
+"""How ``dump_model`` takes a model apart (a seam the tests damage the result of)."""
 
 DEFAULT_TRUSTED = (
     "asyncclf._text.tokenize",
@@ -118,20 +121,37 @@ def _unpack(source: Path, estimator: Any, vocabularies: Any) -> None:
         valid = (
             isinstance(text, np.ndarray)
             and text.dtype == np.uint8
+            and text.ndim == 1
             and isinstance(lengths, np.ndarray)
-            and lengths.dtype.kind == "i"
+            and lengths.dtype == np.int64
             and isinstance(columns, np.ndarray)
-            and columns.dtype.kind == "i"
+            and columns.dtype == np.int64
             and lengths.ndim == columns.ndim == 1
             and len(lengths) == len(columns)
-            and bool((lengths >= 0).all())
+            and bool((lengths >= 1).all())
+            and bool((lengths <= len(text)).all())  # so the sum below cannot wrap
             and np.array_equal(np.sort(columns), np.arange(len(columns)))
         )
-        terms = text.tobytes().decode("utf-8") if valid else ""
-        if not valid or int(lengths.sum()) != len(terms):
+        terms = text.tobytes().decode("utf-8", "surrogatepass") if valid else ""
+        vocabulary = vocabulary_of(arrays) if valid and sum(lengths.tolist()) == len(terms) else {}
+        features = getattr(getattr(parts[name], "idf_", None), "shape", (len(columns),))[0]
+        if not vocabulary or len(vocabulary) != len(columns) or features != len(columns):
             msg = f"{source} is inconsistent: the vocabulary of {name or 'the estimator'!r}."
             raise PersistenceError(msg)
-        parts[name].vocabulary_ = vocabulary_of(arrays)
+        parts[name].vocabulary_ = vocabulary
+
+
+def _read_at_most(file: Any, size: int) -> bytes:
+    """Read up to ``size`` bytes, a chunk at a time (``size`` may exceed memory)."""
+    chunks: list[bytes] = []
+    left = size
+    while left > 0:
+        chunk = file.read(min(left, 1 << 24))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 def _write_atomically(target: Path, data: bytes) -> None:
@@ -223,7 +243,7 @@ def load_model(
     source = Path(path)
     try:
         with source.open("rb") as file:
-            data = file.read(limit + 1)
+            data = _read_at_most(file, limit + 1)
     except OSError as exc:
         msg = f"Cannot read model file {source}: {exc.strerror or exc}."
         raise PersistenceError(msg) from exc

@@ -395,7 +395,7 @@ def pack(estimator: Any) -> tuple[Any, dict[str, dict[str, NDArray[Any]]]]:
     for name, part in parts.items():
         terms = list(part.vocabulary_)
         vocabularies[name] = {
-            "text": np.frombuffer("".join(terms).encode("utf-8"), dtype=np.uint8),
+            "text": np.frombuffer("".join(terms).encode("utf-8", "surrogatepass"), dtype=np.uint8),
             "lengths": np.fromiter(map(len, terms), dtype=np.int64, count=len(terms)),
             "columns": np.fromiter(part.vocabulary_.values(), dtype=np.int64, count=len(terms)),
         }
@@ -404,7 +404,7 @@ def pack(estimator: Any) -> tuple[Any, dict[str, dict[str, NDArray[Any]]]]:
 
 def vocabulary_of(arrays: dict[str, NDArray[Any]]) -> dict[str, int]:
     """Rebuild a vocabulary from the arrays :func:`pack` made of it."""
-    terms = arrays["text"].tobytes().decode("utf-8")
+    terms = arrays["text"].tobytes().decode("utf-8", "surrogatepass")
     ends = np.cumsum(arrays["lengths"]).tolist()
     starts = [0, *ends[:-1]]
     columns = arrays["columns"].tolist()

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import sklearn
 import skops.io as sio
+from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import LabelEncoder
 
 from asyncclf import (
@@ -727,7 +728,26 @@ VOCABULARY_DAMAGE: dict[str, Callable[[dict[str, Any]], None]] = {
     "lengths negative": lambda v: v.update(lengths=-v["lengths"]),
     "text not utf-8": lambda v: v.update(text=np.full_like(v["text"], 0xFF)),
     "a column missing": lambda v: v.update(columns=v["columns"][:-1]),
+    "a term emptied": lambda v: v.update(
+        lengths=np.concatenate([[0, v["lengths"][0] + v["lengths"][1]], v["lengths"][2:]])
+    ),
+    "lengths that wrap around": lambda v: v.update(
+        lengths=np.concatenate([[2**62, 2**62, 2**62, 2**62], v["lengths"][4:]])
+    ),
+    "the last term dropped throughout": lambda v: drop_last_column(v),
 }
+
+
+def drop_last_column(arrays: dict[str, Any]) -> None:
+    """Remove the term of the highest column from the arrays, consistently."""
+    last = int(np.argmax(arrays["columns"]))
+    lengths = arrays["lengths"].tolist()
+    text = arrays["text"].tobytes().decode("utf-8")
+    start = sum(lengths[:last])
+    text = text[:start] + text[start + lengths[last] :]
+    arrays["text"] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    arrays["lengths"] = np.delete(arrays["lengths"], last)
+    arrays["columns"] = np.delete(arrays["columns"], last)
 
 
 @pytest.mark.parametrize("damage", [*VOCABULARY_DAMAGE, "vocabulary dropped"])
@@ -750,3 +770,24 @@ def test_damaged_vocabularies_are_refused(
     _persistence.dump_model(path, fitted_default(), sorted(set(LABELS)), 1)
     with pytest.raises(PersistenceError, match=re.escape(str(path))):
         _persistence.load_model(path)
+
+
+@pytest.mark.parametrize("max_size", [2**40, 2**63 - 1, 2**70])
+def test_a_huge_max_size_reads_the_file_as_it_is(tmp_path: Path, max_size: int) -> None:
+    """A max_size beyond memory or int64 bounds nothing more: the file loads."""
+    path = tmp_path / "model.skops"
+    _persistence.dump_model(path, fitted_default(), sorted(set(LABELS)), 1)
+    _persistence.load_model(path, max_size=max_size)
+
+
+def test_a_vocabulary_with_lone_surrogates_saves_and_loads(tmp_path: Path) -> None:
+    """Terms holding lone surrogates (a char analyser on such text) round-trip."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    texts = ["ab\udc80c", "xyz", "ab\udc80c xyz", "zzz"]
+    estimator = make_pipeline(TfidfVectorizer(analyzer="char"), KeywordClassifier())
+    estimator.fit(texts, ["a", "b", "a", "b"])
+    path = tmp_path / "model.skops"
+    _persistence.dump_model(path, estimator, ["a", "b"], 1)
+    loaded, _, _ = _persistence.load_model(path, trusted=FAKE)
+    assert loaded[0].vocabulary_ == estimator[0].vocabulary_
