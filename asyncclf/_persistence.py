@@ -35,8 +35,7 @@ import skops.io as sio
 from sklearn.base import clone
 
 from ._errors import InvalidParameterError, PersistenceError
-from ._work import pack
-from ._work import vectorisers, vocabulary_of
+from ._work import pack, vectorisers, vocabulary_of
 
 __all__ = ["DEFAULT_MAX_SIZE", "DEFAULT_TRUSTED", "FORMAT", "dump_model", "load_model"]
 
