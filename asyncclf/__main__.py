@@ -2,7 +2,9 @@
 
 import sys
 
-from ._cli import main
-
 if __name__ == "__main__":
+    # Imported here, and absolutely: worker processes run this file again as a plain
+    # script (to find what the main module defines) and must find nothing to do.
+    from asyncclf._cli import main
+
     sys.exit(main())

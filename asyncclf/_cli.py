@@ -17,10 +17,16 @@ import random
 import re
 import sys
 import tempfile
+import urllib.parse
 import warnings
 from collections import deque
-from collections.abc import AsyncGenerator, Sequence
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from contextlib import (
+    AbstractAsyncContextManager,
+    AsyncExitStack,
+    aclosing,
+    asynccontextmanager,
+)
 from typing import Any
 
 import anyio
@@ -41,14 +47,78 @@ from ._cli_io import (
     read_texts,
 )
 from ._errors import AsyncClfError
+from ._executors import ProcessExecutor
 
 __all__ = ["main"]
 
+Placement = dict[str, Any]
+"""The ``executor=`` and ``limiter=`` arguments of every classifier a command makes."""
 
-async def _load(args: argparse.Namespace) -> AsyncClassifier:
+_DASK = "tcp://"
+"""How ``--executor dask://HOST:PORT`` is stored: as the scheduler's address."""
+
+
+def _placement(
+    executor: str, workers: int | None
+) -> Callable[[], AbstractAsyncContextManager[Placement]]:
+    """Return what makes a command's executor, in the event loop (limiters need one).
+
+    Dask support is looked up now, before any work: it is optional (``asyncclf[dask]``).
+    """
+
+    @asynccontextmanager
+    async def local() -> AsyncIterator[Placement]:
+        if executor == "processes":
+            yield {"executor": ProcessExecutor(max_workers=workers)}
+        else:
+            yield {"limiter": None if workers is None else anyio.CapacityLimiter(workers)}
+
+    if executor in ("threads", "processes"):
+        return local
+    import asyncclf  # at run time: DaskExecutor is optional
+
+    dask_executor = getattr(asyncclf, "DaskExecutor", None)
+    if dask_executor is None or importlib.util.find_spec("distributed") is None:
+        raise _no_dask()
+
+    @asynccontextmanager
+    async def cluster() -> AsyncIterator[Placement]:
+        try:
+            made = dask_executor(executor)
+        except ImportError as exc:  # a part of Dask is missing after all
+            raise _no_dask() from exc
+        async with AsyncExitStack() as stack:
+            try:  # connect now, so that failing to is not blamed on an input file
+                await stack.enter_async_context(made)  # and close the client at the end
+            except ImportError as exc:
+                raise _no_dask() from exc
+            except (AsyncClfError, OSError) as exc:
+                why = failure(exc.__cause__ or exc)
+                msg = f"{_dask_url(executor)}: cannot connect to the Dask scheduler: {why}"
+                raise CommandError(msg) from exc
+            yield {"executor": made}
+
+    return cluster
+
+
+def _no_dask() -> CommandError:
+    msg = (
+        "--executor dask://HOST:PORT needs Dask support, which is not installed: "
+        "pip install 'asyncclf[dask]'"
+    )
+    return CommandError(msg)
+
+
+def _dask_url(address: str) -> str:
+    return "dask://" + address.removeprefix(_DASK)
+
+
+async def _load(args: argparse.Namespace, placement: Placement) -> AsyncClassifier:
     """Load MODEL, which must score texts (classify, rank and eval all need scores)."""
     try:
-        clf = await AsyncClassifier.load(args.model, trusted=args.trusted, sha256=args.sha256)
+        clf = await AsyncClassifier.load(
+            args.model, trusted=args.trusted, sha256=args.sha256, **placement
+        )
     except Exception as exc:  # load parses an untrusted file: any failure is about it
         if isinstance(exc, AsyncClfError):
             raise about(args.model, exc) from exc
@@ -95,9 +165,11 @@ def _check_output(path: str, data: str) -> None:
 # -- commands --------------------------------------------------------------------------
 
 
-async def _fit(texts: list[str], labels: list[Any], source: str) -> AsyncClassifier:
+async def _fit(
+    texts: list[str], labels: list[Any], source: str, placement: Placement
+) -> AsyncClassifier:
     try:
-        return await AsyncClassifier().fit(texts, labels)
+        return await AsyncClassifier(**placement).fit(texts, labels)
     except AsyncClfError as exc:
         raise about(source, exc) from exc
     except ValueError as exc:  # scikit-learn's word for data it cannot train on
@@ -105,7 +177,9 @@ async def _fit(texts: list[str], labels: list[Any], source: str) -> AsyncClassif
         raise CommandError(msg) from exc
 
 
-async def _held_out(texts: list[str], labels: list[Any], holdout: float, seed: int) -> str:
+async def _held_out(
+    texts: list[str], labels: list[Any], holdout: float, seed: int, placement: Placement
+) -> str:
     """Return the report of the accuracy on a seeded held-out part of the examples."""
     order = list(range(len(texts)))
     random.Random(seed).shuffle(order)
@@ -116,7 +190,9 @@ async def _held_out(texts: list[str], labels: list[Any], holdout: float, seed: i
         why = "no example is held out" if not test else f"the rest has {kept} class(es)"
         return f"held-out accuracy: not computed ({why}; try another --holdout)"
     try:
-        held = await AsyncClassifier().fit([texts[i] for i in train], [labels[i] for i in train])
+        held = await AsyncClassifier(**placement).fit(
+            [texts[i] for i in train], [labels[i] for i in train]
+        )
     except ValueError as exc:  # e.g. too few examples of a class left to train on
         return f"held-out accuracy: not computed ({_one_line(str(exc))})"
     accuracy = await held.score([texts[i] for i in test], [labels[i] for i in test])
@@ -124,7 +200,7 @@ async def _held_out(texts: list[str], labels: list[Any], holdout: float, seed: i
     return f"held-out accuracy: {accuracy:.4f} ({share})"
 
 
-async def _train(args: argparse.Namespace, out: Output) -> None:
+async def _train(args: argparse.Namespace, out: Output, placement: Placement) -> None:
     source = display_name(args.data)
     await anyio.to_thread.run_sync(_check_output, args.output, args.data)
     texts: list[str] = []
@@ -147,8 +223,8 @@ async def _train(args: argparse.Namespace, out: Output) -> None:
     for label, count in sorted(counts.items(), key=lambda item: str(item[0])):
         out.line(f"  {label}: {count}")
     if args.holdout > 0:
-        out.line(await _held_out(texts, labels, args.holdout, args.seed))
-    clf = await _fit(texts, labels, source)
+        out.line(await _held_out(texts, labels, args.holdout, args.seed, placement))
+    clf = await _fit(texts, labels, source, placement)
     try:
         digest = await clf.save(args.output)
     except OSError as exc:
@@ -162,8 +238,8 @@ async def _train(args: argparse.Namespace, out: Output) -> None:
     out.flush()
 
 
-async def _classify(args: argparse.Namespace, out: Output) -> None:
-    clf = await _load(args)
+async def _classify(args: argparse.Namespace, out: Output, placement: Placement) -> None:
+    clf = await _load(args, placement)
     name = display_name(args.input)
     where: deque[int] = deque()
     texts = read_texts(args.input, args.jsonl, args.text_field, where)
@@ -196,8 +272,8 @@ def _resolve_label(given: str, classes: list[Any], model: str) -> Any:
     raise CommandError(msg)
 
 
-async def _rank(args: argparse.Namespace, out: Output) -> None:
-    clf = await _load(args)
+async def _rank(args: argparse.Namespace, out: Output, placement: Placement) -> None:
+    clf = await _load(args, placement)
     label = _resolve_label(args.label, clf.classes_.tolist(), args.model)
     name = display_name(args.input)
     try:
@@ -218,10 +294,10 @@ async def _rank(args: argparse.Namespace, out: Output) -> None:
     out.flush()
 
 
-async def _eval(args: argparse.Namespace, out: Output) -> None:
+async def _eval(args: argparse.Namespace, out: Output, placement: Placement) -> None:
     from sklearn.metrics import accuracy_score, classification_report, f1_score
 
-    clf = await _load(args)
+    clf = await _load(args, placement)
     name = display_name(args.data)
     kinds = {label_kind(label) for label in clf.classes_.tolist()}
     kind = kinds.pop() if len(kinds) == 1 else None
@@ -285,6 +361,39 @@ def _fraction(value: str) -> float:
     return number
 
 
+def _workers(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        msg = f"must be an integer >= 1, not {value!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return number
+
+
+def _executor(value: str) -> str:
+    """Return ``threads``, ``processes`` or the Dask scheduler's ``tcp://`` address."""
+    if value in ("threads", "processes"):
+        return value
+    if not value.startswith("dask://"):
+        msg = f"must be threads, processes or dask://HOST:PORT, not {value!r}"
+        raise argparse.ArgumentTypeError(msg)
+    url = urllib.parse.urlsplit(value)
+    try:
+        port = url.port
+    except ValueError:  # not a number, or out of range
+        port = None
+    extra = url.path or url.query or url.fragment or url.username or url.password
+    if not url.hostname or not port or extra:
+        msg = (
+            f"must be dask://HOST:PORT, a Dask scheduler's host and port (such as "
+            f"dask://127.0.0.1:8786), not {value!r}"
+        )
+        raise argparse.ArgumentTypeError(msg)
+    return _DASK + url.netloc
+
+
 def _sha256(value: str) -> str:
     if not re.fullmatch(r"[0-9a-fA-F]{64}", value):
         msg = "must be 64 hexadecimal digits, the SHA-256 digest train prints"
@@ -325,6 +434,24 @@ def _parser() -> argparse.ArgumentParser:
             help="refuse MODEL unless its SHA-256 digest is HEX (train prints it)",
         )
 
+    def workers(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--executor",
+            type=_executor,
+            default="threads",
+            metavar="{threads,processes,dask://HOST:PORT}",
+            help="where the model runs: worker threads (default), worker processes on this "
+            "machine, or the Dask cluster whose scheduler is at HOST:PORT",
+        )
+        command.add_argument(
+            "--workers",
+            type=_workers,
+            metavar="N",
+            help="threads: at most N model calls at once; processes: N worker processes "
+            "(default: one per CPU); not for dask",
+        )
+        command.set_defaults(command_parser=command)  # for errors about both options
+
     def texts(command: argparse.ArgumentParser) -> None:
         command.add_argument(
             "input", nargs="?", default="-", metavar="INPUT", help="one text per line; - is stdin"
@@ -342,22 +469,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--seed", type=int, default=0, help="seed of the held-out split")
     fields(train, label=True)
+    workers(train)
 
     classify = commands.add_parser("classify", help="label each input line (JSON Lines out)")
     model(classify)
     texts(classify)
     classify.add_argument("--with-text", action="store_true", help="include the text")
+    workers(classify)
 
     rank = commands.add_parser("rank", help="the k texts most likely to have a label")
     model(rank)
     rank.add_argument("--label", required=True, help="the label to rank by, as train prints it")
     rank.add_argument("-k", type=_count, default=10, help="how many texts to keep (default 10)")
     texts(rank)
+    workers(rank)
 
     evaluate = commands.add_parser("eval", help="accuracy, macro-F1 and a per-class report")
     model(evaluate)
     evaluate.add_argument("data", metavar="DATA", help="JSON Lines with text and label")
     fields(evaluate, label=True)
+    workers(evaluate)
 
     commands.add_parser(
         "demo", help="train on the bundled SMS corpus, then classify and rank concurrently"
@@ -379,6 +510,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.input = extra.pop()
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    executor: str = getattr(args, "executor", "threads")
+    if executor.startswith(_DASK) and args.workers is not None:
+        args.command_parser.error(
+            "argument --workers: not for --executor dask://: a Dask cluster has the "
+            "workers it was started with"
+        )
     if args.backend == "trio" and importlib.util.find_spec("trio") is None:
         print("asyncclf: trio is not installed; 'pip install trio' first.", file=sys.stderr)
         return 1
@@ -386,6 +523,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("asyncclf: <stdout>: closed; nowhere to write the results", file=sys.stderr)
         return 1
     out = Output(sys.stdout)
+    try:
+        make_placement = _placement(executor, getattr(args, "workers", None))
+    except CommandError as exc:
+        print(f"asyncclf: {exc}", file=sys.stderr)
+        return 1
 
     def show(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
         print(f"asyncclf: warning: {_one_line(str(message))}", file=sys.stderr)
@@ -395,14 +537,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ._demo import run_demo
 
             await run_demo()
-        elif args.command == "train":
-            await _train(args, out)
-        elif args.command == "classify":
-            await _classify(args, out)
-        elif args.command == "rank":
-            await _rank(args, out)
-        else:
-            await _eval(args, out)
+            return
+        command = {"train": _train, "classify": _classify, "rank": _rank, "eval": _eval}
+        async with make_placement() as placement:
+            await command[args.command](args, out, placement)
 
     try:
         with warnings.catch_warnings():

@@ -76,16 +76,24 @@ class PerRun(Generic[T]):
 
     def __init__(self, factory: Callable[[], T]) -> None:
         self._factory = factory
-        self._var: RunVar[T] = RunVar(f"asyncclf-{id(self):x}")
 
     def get(self) -> T:
         """Return this run's object, making it if needed (needs a running loop)."""
         try:
-            return self._var.get()
+            made: weakref.WeakKeyDictionary[PerRun[Any], Any] = _PER_RUN.get()
         except LookupError:
-            made = self._factory()
-            self._var.set(made)
-            return made
+            made = weakref.WeakKeyDictionary()
+            _PER_RUN.set(made)
+        try:
+            value: T = made[self]
+        except KeyError:
+            value = made[self] = self._factory()
+        return value
+
+
+_PER_RUN: RunVar[weakref.WeakKeyDictionary[PerRun[Any], Any]] = RunVar("asyncclf-per-run")
+"""Each run's objects, by owner: one table a run, whose entries go with their owners
+(a classifier dropped during a long run leaves nothing behind)."""
 
 
 class Job:
@@ -107,6 +115,31 @@ class Job:
         if self._held:
             self._held = False
             self._limiter.release_on_behalf_of(self)
+
+    def orphan(self) -> None:
+        """Give the token back later, on an event loop: its own loop has ended.
+
+        A limiter may outlive the loop (one passed as ``limiter=`` is used by the next
+        ``anyio.run``): releasing it from a worker thread could race that loop, so the
+        next ``acquire`` of any executor releases it, on its loop.
+        """
+        with _ORPHANS_LOCK:
+            _ORPHANS.append(self)
+
+
+_ORPHANS: list[Job] = []
+_ORPHANS_LOCK = threading.Lock()
+
+
+def _release_orphans() -> None:
+    """Release the tokens of batches that outlived their event loop (on a loop)."""
+    if _ORPHANS:
+        with _ORPHANS_LOCK:
+            orphans = _ORPHANS[:]
+            _ORPHANS.clear()
+        for job in orphans:
+            with contextlib.suppress(Exception):
+                job.release()
 
 
 class ThreadExecutor:
@@ -134,6 +167,7 @@ class ThreadExecutor:
 
     async def acquire(self) -> Job:
         """Wait for a limiter token (cancellable) and return the job that holds it."""
+        _release_orphans()
         limiter = self.limiter
         job = Job(limiter)
         await limiter.acquire_on_behalf_of(job)
@@ -188,9 +222,8 @@ class ThreadExecutor:
                 token.backend_class.run_sync_soon(finish, (result,), token.native_token)
             except anyio.RunFinishedError:
                 # The event loop has ended: nobody waits any more. The token goes back
-                # all the same (harmless once the loop is gone).
-                with contextlib.suppress(Exception):
-                    job.release()
+                # at the next acquire, on whatever loop then runs.
+                job.orphan()
 
         try:
             _POOL.submit(work)

@@ -6,20 +6,22 @@ import errno
 import hashlib
 import io
 import json
+import re
 import subprocess
 import sys
 import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
+import anyio.to_process
 import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from asyncclf import AsyncClassifier, PersistenceError
+from asyncclf import AsyncClassifier, PersistenceError, ProcessExecutor
 from asyncclf._cli import main
 from asyncclf._demo import load_sms_spam
 
@@ -860,3 +862,244 @@ def test_warnings_are_one_line(
     assert len(err.splitlines()) == 1
     assert err.startswith("asyncclf: warning: ")
     assert "0.1.0" in err
+
+
+# -- where the model runs: --executor and --workers --------------------------------------
+
+
+class Recorded(AsyncClassifier[Any]):
+    """An AsyncClassifier that records every instance made, to see its executor."""
+
+    made: ClassVar[list[AsyncClassifier[Any]]] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        Recorded.made.append(self)
+
+
+@pytest.fixture
+def recorded(monkeypatch: pytest.MonkeyPatch) -> list[AsyncClassifier[Any]]:
+    """The classifiers the command line makes from now on (train two, the others one)."""
+    import asyncclf._cli
+
+    monkeypatch.setattr(Recorded, "made", [])
+    monkeypatch.setattr(asyncclf._cli, "AsyncClassifier", Recorded)
+    return Recorded.made
+
+
+def run_all(
+    backend: str,
+    options: list[str],
+    small: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> dict[str, str]:
+    """Run train, classify, rank and eval with ``options``; return what each printed."""
+    target = tmp_path / "model.skops"
+    source = tmp_path / "in.txt"
+    texts = [json.loads(line)["text"] for line in small.read_text("utf-8").splitlines()]
+    source.write_text("\n".join(texts[:40]) + "\n", encoding="utf-8")
+    commands = {
+        "train": ["train", str(small), "-o", str(target)],
+        "classify": ["classify", str(target), str(source)],
+        "rank": ["rank", str(target), "--label", "spam", "-k", "5", str(source)],
+        "eval": ["eval", str(target), str(small)],
+    }
+    outputs = {}
+    for name, command in commands.items():
+        status, out, err = run(["--backend", backend, *command, *options], capsys)
+        assert (status, err) == (0, ""), name
+        outputs[name] = re.sub(r"\(sha256 [0-9a-f]{64}\)", "(sha256 HEX)", out)
+    return outputs
+
+
+def test_processes_answer_as_threads_do(
+    small: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    recorded: list[AsyncClassifier[Any]],
+    backend: str,
+) -> None:
+    """train, classify, rank and eval print the same with --executor processes as threads."""
+    threads = run_all(backend, [], small, tmp_path, capsys)
+    assert [clf.executor for clf in recorded] == ["threads"] * 5
+    recorded.clear()
+    in_workers: list[object] = []
+    run_sync = anyio.to_process.run_sync
+
+    async def counted(func: Any, *args: Any, **kwargs: Any) -> Any:
+        in_workers.append(func)
+        return await run_sync(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_process, "run_sync", counted)
+    options = ["--executor", "processes", "--workers", "2"]
+    processes = run_all(backend, options, small, tmp_path, capsys)
+    assert processes == threads
+    assert len(threads["classify"].splitlines()) == 40
+    assert len(recorded) == 5  # train's held-out and final models, then one a command
+    executors = [clf.executor for clf in recorded]
+    assert all(isinstance(executor, ProcessExecutor) for executor in executors)
+    assert [executor.max_workers for executor in executors] == [2] * 5  # type: ignore[union-attr]
+    assert executors[0] is executors[1]  # train's two models share the workers
+    assert in_workers  # the estimator ran in worker processes
+
+
+def test_workers_sizes_the_thread_limiter(
+    small: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    recorded: list[AsyncClassifier[Any]],
+    backend: str,
+) -> None:
+    """With threads, --workers N gives train's two models and classify one N-token limiter."""
+    target = tmp_path / "m.skops"
+    status, _, err = run(
+        ["--backend", backend, "train", str(small), "-o", str(target), "--workers", "3"], capsys
+    )
+    assert (status, err) == (0, "")
+    status, out, _ = run(
+        ["--backend", backend, "classify", str(target), "--workers", "1", str(small)], capsys
+    )
+    assert status == 0
+    assert len(out.splitlines()) == 300
+    limiters = [clf.limiter for clf in recorded]
+    assert [clf.executor for clf in recorded] == ["threads"] * 3
+    assert [None if lim is None else lim.total_tokens for lim in limiters] == [3, 3, 1]
+    assert limiters[0] is limiters[1]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            ["--executor", "gpu"],
+            "--executor: must be threads, processes or dask://HOST:PORT, not 'gpu'",
+        ),
+        (
+            ["--executor", "dask://"],
+            "--executor: must be dask://HOST:PORT, a Dask scheduler's host and port",
+        ),
+        (["--executor", "dask://10.0.0.5"], "--executor: must be dask://HOST:PORT"),
+        (["--executor", "dask://:8786"], "--executor: must be dask://HOST:PORT"),
+        (["--executor", "dask://10.0.0.5:port"], "--executor: must be dask://HOST:PORT"),
+        (["--workers", "0"], "--workers: must be an integer >= 1, not '0'"),
+        (["--workers", "two"], "--workers: must be an integer >= 1, not 'two'"),
+        (
+            ["--executor", "dask://10.0.0.5:8786", "--workers", "2"],
+            "--workers: not for --executor dask://",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["train", "classify", "rank", "eval"])
+def test_bad_executor_or_workers_is_a_usage_error(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    options: list[str],
+    message: str,
+    command: str,
+) -> None:
+    """A bad --executor or --workers exits 2 with argparse's usage and a message naming it."""
+    missing = str(tmp_path / "missing")
+    positional = {
+        "train": [missing, "-o", str(tmp_path / "m.skops")],
+        "classify": [missing],
+        "rank": [missing, "--label", "spam"],
+        "eval": [missing, missing],
+    }
+    with pytest.raises(SystemExit) as usage:
+        main([command, *positional[command], *options])
+    assert usage.value.code == 2
+    err = capsys.readouterr().err
+    assert f"asyncclf {command}: error: argument {message}" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("missing", ["asyncclf.DaskExecutor", "distributed"])
+def test_dask_missing_gives_one_line_saying_what_to_install(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    backend: str,
+    missing: str,
+) -> None:
+    """dask:// without DaskExecutor or distributed exits 1 in one line naming the extra."""
+    import importlib.util
+
+    import asyncclf
+
+    if missing == "asyncclf.DaskExecutor":
+        monkeypatch.delattr(asyncclf, "DaskExecutor", raising=False)
+    else:
+        find_spec = importlib.util.find_spec
+
+        def without_distributed(name: str, package: str | None = None) -> Any:
+            return None if name == "distributed" else find_spec(name, package)
+
+        monkeypatch.setattr(asyncclf, "DaskExecutor", object, raising=False)
+        monkeypatch.setattr(importlib.util, "find_spec", without_distributed)
+    model = str(tmp_path / "missing.skops")  # refused before any file is read
+    status, out, err = run(
+        ["--backend", backend, "classify", model, "--executor", "dask://127.0.0.1:8786"], capsys
+    )
+    assert (status, out) == (1, "")
+    assert one_error(err) == (
+        "--executor dask://HOST:PORT needs Dask support, which is not installed: "
+        "pip install 'asyncclf[dask]'"
+    )
+
+
+def test_python_m_asyncclf_classifies_with_processes(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """python -m asyncclf classify --executor processes starts working workers (the real CLI)."""
+    source = tmp_path / "in.txt"
+    source.write_text("WINNER!! claim your free prize, call now\nsee you at lunch\n", "utf-8")
+    status, expected, _ = run(["classify", str(model), str(source)], capsys)
+    assert status == 0
+    command = [sys.executable, "-m", "asyncclf", "classify", str(model), str(source)]
+    result = subprocess.run(
+        [*command, "--executor", "processes", "--workers", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == expected
+
+
+def test_dask_answers_as_threads_do(
+    small: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    recorded: list[AsyncClassifier[Any]],
+    backend: str,
+) -> None:
+    """train, classify, rank and eval print the same with --executor dask://HOST:PORT."""
+    import asyncclf
+
+    distributed = pytest.importorskip("distributed")
+    dask_executor = getattr(asyncclf, "DaskExecutor", None)
+    if dask_executor is None:
+        pytest.skip("this asyncclf has no DaskExecutor")
+    threads = run_all(backend, [], small, tmp_path, capsys)
+    recorded.clear()
+    with distributed.LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        protocol="tcp",
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+    ) as cluster:
+        address = cluster.scheduler_address.replace("tcp://", "dask://")
+        on_dask = run_all(backend, ["--executor", address], small, tmp_path, capsys)
+    assert on_dask == threads
+    executors = [clf.executor for clf in recorded]
+    assert len(executors) == 5
+    assert all(isinstance(executor, dask_executor) for executor in executors)
+    assert {getattr(executor, "address", None) for executor in executors} == {
+        cluster.scheduler_address
+    }
+    assert executors[0] is executors[1]  # train's two models share one client
