@@ -6,7 +6,7 @@ import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Hashable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
-from typing import Any, Generic, Literal, cast, overload
+from typing import Any, Generic, Literal, SupportsIndex, cast, overload
 
 import anyio
 import anyio.to_thread
@@ -283,7 +283,7 @@ class AsyncClassifier(Generic[Label]):
         """The capacity limiter worker threads run under (``limiter`` or the default)."""
         return self._executor.limiter
 
-    async def fit(self, X: Iterable[str], y: Iterable[Any], *, progress: Progress = None) -> Self:
+    async def fit(self, X: Iterable[str], y: Iterable[Label], *, progress: Progress = None) -> Self:
         """Train a clone of the estimator on ``X``, ``y`` and swap it in.
 
         Runs in a worker thread. Predictions made meanwhile are answered by the model
@@ -318,7 +318,7 @@ class AsyncClassifier(Generic[Label]):
         return self
 
     async def partial_fit(
-        self, X: Iterable[str], y: Iterable[Any], *, classes: Iterable[Any] | None = None
+        self, X: Iterable[str], y: Iterable[Label], *, classes: Iterable[Label] | None = None
     ) -> Self:
         """Update the model with one more batch of training data, copy-on-write.
 
@@ -500,7 +500,7 @@ class AsyncClassifier(Generic[Label]):
 
         return await self._array("decision_function", X, empty)
 
-    async def score(self, X: Iterable[str], y: Iterable[Any]) -> float:
+    async def score(self, X: Iterable[str], y: Iterable[Label]) -> float:
         """Return the accuracy of :meth:`predict` on ``X`` against the true labels ``y``.
 
         Runs and cancels like :meth:`predict`.
@@ -528,7 +528,9 @@ class AsyncClassifier(Generic[Label]):
         outcome = await self._rows("scores", [text])
         return prediction(0, text, outcome.rows()[0], outcome.tag)
 
-    async def rank(self, X: Iterable[str], label: Label, *, k: int | None = None) -> list[Ranked]:
+    async def rank(
+        self, X: Iterable[str], label: Label, *, k: SupportsIndex | None = None
+    ) -> list[Ranked]:
         """Order the texts by their score for ``label``, highest first, keeping ``k``.
 
         The score is ``predict_proba``'s column for ``label``, or the decision value
@@ -546,7 +548,9 @@ class AsyncClassifier(Generic[Label]):
         scores = outcome.rows()[:, outcome.tag.column(label)]
         return _ranking.rank(texts, scores, k)
 
-    async def group(self, X: Iterable[str], *, k: int | None = None) -> dict[Label, list[Ranked]]:
+    async def group(
+        self, X: Iterable[str], *, k: SupportsIndex | None = None
+    ) -> dict[Label, list[Ranked]]:
         """Put each text under its predicted label, each list ordered by confidence.
 
         Every class is a key (in ``classes_`` order), with at most ``k`` texts, highest
@@ -645,7 +649,7 @@ class AsyncClassifier(Generic[Label]):
             yield results
 
     async def top_k(
-        self, source: Iterable[str] | AsyncIterable[str], label: Label, k: int
+        self, source: Iterable[str] | AsyncIterable[str], label: Label, k: SupportsIndex
     ) -> list[Ranked]:
         """Return the ``k`` texts of ``source`` that score highest for ``label``.
 

@@ -54,16 +54,22 @@ _CUT = re.compile(f"[^\\w{_UNSPACED_CHARACTERS}]")
 """A character no word token and no unspaced run can contain: pieces end after one."""
 
 
-def _piece(text: str) -> list[str]:
-    """Tokens of ``text``: words outside unspaced runs, character n-grams inside."""
+def _piece(text: str, overlap: int = 0) -> list[str]:
+    """Tokens of ``text``: words outside unspaced runs, character n-grams inside.
+
+    The first ``overlap`` characters repeat the end of the previous piece (the middle
+    of a run was cut there): only the n-grams that reach past them are new.
+    """
     runs = UNSPACED.findall(text)
     if not runs:
         return TOKEN_PATTERN.findall(text)
     tokens: list[str] = TOKEN_PATTERN.findall(UNSPACED.sub(" ", text))
-    for run in runs:
+    for number, run in enumerate(runs):
         size = len(run)
+        skip = overlap if number == 0 else 0
         for n in range(1, min(NGRAMS, size) + 1):
-            tokens += [run[i : i + n] for i in range(size - n + 1)]
+            first = max(0, skip - n + 1)
+            tokens += [run[i : i + n] for i in range(first, size - n + 1)]
     return tokens
 
 
@@ -72,20 +78,31 @@ def tokenize(text: str) -> list[str]:
 
     For a text with no unspaced characters these are exactly the tokens of
     scikit-learn's default ``token_pattern``. A text longer than :data:`PIECE` is cut
-    just after a character that neither a word nor an unspaced run can contain, so
-    the pieces' tokens are exactly the whole text's.
+    just after a character that neither a word nor an unspaced run can contain, or,
+    inside an unspaced run longer than a piece, anywhere, the next piece then
+    starting ``NGRAMS - 1`` characters back: the pieces' tokens are exactly the whole
+    text's.
     """
     if len(text) <= PIECE:
         return _piece(text)
     tokens: list[str] = []
-    start, end = 0, len(text)
+    start, end, overlap = 0, len(text), 0
     while start < end:
         stop = start + PIECE
+        carry = 0
         if stop < end:
-            cut = _CUT.search(text, stop)
-            stop = end if cut is None else cut.end()
+            cut = _CUT.search(text, stop, stop + PIECE)
+            if cut is not None:
+                stop = cut.end()
+            elif stop - start >= NGRAMS - 1 and UNSPACED.fullmatch(
+                text, stop - NGRAMS + 1, stop + 1
+            ):
+                carry = NGRAMS - 1  # in a long run: cut here, overlap the n-grams
+            else:
+                cut = _CUT.search(text, stop)
+                stop = end if cut is None else cut.end()
         else:
             stop = end
-        tokens += _piece(text[start:stop])
-        start = stop
+        tokens += _piece(text[start - overlap : stop], overlap)
+        start, overlap = stop, carry
     return tokens

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from typing_extensions import assert_type
 
@@ -61,7 +62,16 @@ async def test_int_labels_and_the_untyped_default() -> None:
     assert_type((await numbered.classify("x")).label, int)
     assert_type(await numbered.group(["x"]), dict[int, list[Ranked]])
 
+    assert_type(await numbered.rank(["x"], 1, k=np.int64(1)), list[Ranked])
+    assert_type(await numbered.top_k(["x"], 1, np.int32(1)), list[Ranked])
+
     untyped = AsyncClassifier(KeywordClassifier())
     assert_type(untyped, AsyncClassifier[Any])
     await untyped.fit(TRAIN_X, TRAIN_Y)
     assert_type((await untyped.classify("ham")).label, Any)
+
+
+async def never_called(numbered: AsyncClassifier[int]) -> None:
+    """Not a test: mypy must refuse str labels for an AsyncClassifier[int] (strict mode
+    reports an unused ignore, so the error is pinned)."""
+    await numbered.fit(TRAIN_X, ["x", "y"])  # type: ignore[list-item]
