@@ -3,6 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from ._classifier import AsyncClassifier, default_estimator
+from ._dask import DaskExecutor
 from ._demo import load_sms_spam
 from ._errors import (
     AsyncClfError,
@@ -33,6 +34,7 @@ __all__ = [
     "AsyncClassifier",
     "AsyncClfError",
     "BatchStatistics",
+    "DaskExecutor",
     "FailedPrediction",
     "InvalidInputError",
     "InvalidParameterError",

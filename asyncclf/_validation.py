@@ -194,7 +194,8 @@ def check_params(params: dict[str, Any]) -> None:
         raise InvalidParameterError(msg)
     executor = params["executor"]
     if executor not in ("threads", "processes") and not all(
-        hasattr(executor, name) for name in ("acquire", "run_detached", "fit", "ref", "limiter")
+        hasattr(type(executor), name)
+        for name in ("acquire", "run_detached", "fit", "ref", "limiter")
     ):
         msg = (
             f"executor must be 'threads', 'processes' or an executor object (such as "

@@ -295,3 +295,48 @@ class DyingClassifier(KeywordClassifier):
         if any("DIE" in text for text in X):
             os._exit(3)
         return super().predict_proba(X)
+
+
+class EventGatedFitClassifier(KeywordClassifier):
+    """A keyword classifier whose fit, in a Dask worker, sets the ``distributed.Event``
+    named ``f"{event}-entered"`` and then waits for the one named ``event`` (no gate
+    when ``event`` is empty): the cluster's counterpart of ``Gate``."""
+
+    def __init__(self, event: str = "") -> None:
+        super().__init__()
+        self.event = event
+
+    def fit(self, X: Sequence[str], y: Sequence[Any]) -> EventGatedFitClassifier:
+        if self.event:
+            import importlib
+
+            distributed: Any = importlib.import_module("distributed")
+            distributed.Event(f"{self.event}-entered").set()
+            if not distributed.Event(self.event).wait(timeout=60):
+                msg = "the test never set the event"
+                raise RuntimeError(msg)
+        super().fit(X, y)
+        return self
+
+
+UNPICKLED: dict[str, int] = {}
+"""How many times this process unpickled a fitted ``UnpickleCountingClassifier``, by tag."""
+
+
+class UnpickleCountingClassifier(KeywordClassifier):
+    """A keyword classifier that counts, per process and ``tag``, how many times a
+    fitted copy of it is unpickled (see ``unpickled``)."""
+
+    def __init__(self, tag: str = "") -> None:
+        super().__init__()
+        self.tag = tag
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "classes_" in state:
+            UNPICKLED[state["tag"]] = UNPICKLED.get(state["tag"], 0) + 1
+        super().__setstate__(state)
+
+
+def unpickled(tag: str) -> int:
+    """How many times this process unpickled a fitted classifier tagged ``tag``."""
+    return UNPICKLED.get(tag, 0)

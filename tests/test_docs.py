@@ -15,7 +15,9 @@ BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
 def test_code_blocks_run(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The file's Python examples run without error, sharing one namespace."""
-    namespace: dict[str, object] = {"__name__": f"docs_{path.stem}"}
+    # Run as a script would: examples keep the  if __name__ == "__main__":  guard that
+    # worker processes need (docs/scaling.md).
+    namespace: dict[str, object] = {"__name__": "__main__"}
     for block in BLOCK.findall(path.read_text(encoding="utf-8")):
         exec(compile(block, str(path), "exec"), namespace)
 

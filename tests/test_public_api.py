@@ -13,6 +13,7 @@ def test_exported_names() -> None:
         "AsyncClassifier",
         "AsyncClfError",
         "BatchStatistics",
+        "DaskExecutor",
         "FailedPrediction",
         "InvalidInputError",
         "InvalidParameterError",

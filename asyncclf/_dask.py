@@ -1,0 +1,559 @@
+"""Run the estimator on a Dask ``distributed`` cluster, behind the executor seam.
+
+:class:`DaskExecutor` is a :class:`~asyncclf._executors.ThreadExecutor` whose
+``_call`` (a prediction batch, already in a thread of asyncclf's pool) and ``fit``
+submit the work to a Dask cluster through a synchronous ``distributed.Client``, called
+only from threads, so it serves asyncio and trio alike. ``distributed`` is an optional
+dependency (``pip install 'asyncclf[dask]'``), imported when the executor first needs
+it, never when asyncclf is imported.
+
+A model version crosses to the cluster once: the first batch that needs it packs it
+(``_work.pack``), pickles it to bytes and scatters those to every worker. A task names
+its versions by key (a :class:`DaskModel`); a worker that holds a version unpickled
+runs it at once, and one that does not says so, and gets the task again with the
+scattered future among its top-level arguments, which Dask resolves to the bytes (a
+future inside the batch's ``functools.partial`` would not be). So each worker unpickles
+a version once, and needs its bytes again only if it lost it (restarted, or two newer
+versions since), however few copies of them Dask's memory manager keeps.
+
+The bottom half of this module is what runs in a Dask worker: top-level, synchronous
+functions and a small picklable handle, like ``_work``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import pickle
+import sys
+import threading
+import uuid
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+import sklearn
+from typing_extensions import Self
+
+from . import _work
+from ._errors import AsyncClfError, InvalidParameterError
+from ._executors import Job, PerRun, ThreadExecutor, available_cpus
+from ._work import ModelHandle, call_in_worker
+
+__all__ = ["DaskExecutor"]
+
+T = TypeVar("T")
+
+_INSTALL = "DaskExecutor needs dask.distributed: pip install 'asyncclf[dask]'."
+
+
+class DaskExecutor(ThreadExecutor):
+    """Run prediction batches and fits on a Dask ``distributed`` cluster.
+
+    Each prediction batch is one Dask task and each fit another, so the estimator runs
+    in the cluster's worker processes, on as many machines as it has. A model version
+    crosses to the cluster once: it is scattered to every worker the first time a batch
+    needs it, and each worker unpickles it once and keeps the last two it used; a task
+    carries only its texts and a small handle. The client is synchronous and called
+    only from worker threads, never on the event loop, so the executor serves asyncio
+    and trio alike.
+
+    A batch whose worker dies is run again elsewhere by the scheduler, as often as its
+    ``distributed.scheduler.allowed-failures`` allows (3 by default); a batch whose task
+    raises outside the estimator is resubmitted once (``retries=1``), and one the
+    cluster cancels (its model's bytes lost with their workers) once, the model sent
+    again. Then its callers get an :class:`AsyncClfError` caused by Dask's error. A fit
+    runs on the cluster too; cancelling it cancels its Dask future and returns at once
+    (the worker thread, which Dask cannot interrupt, finishes the fit and drops it).
+
+    By default the limiter has one token per worker thread of the cluster (the sum of
+    its workers' ``nthreads``, read when the executor is first used; until then, one per
+    CPU of this machine). ``async with DaskExecutor(...) as executor`` connects at once.
+
+    Args:
+        client_or_address: A synchronous ``distributed.Client``, used as given and
+            never closed by asyncclf; or a scheduler address such as
+            ``"tcp://10.0.0.5:8786"``, for which the executor makes its own client (in a
+            worker thread, on first use) and closes it in :meth:`aclose`, or when the
+            executor is garbage-collected or the interpreter exits.
+        limiter: Share a limiter instead of the default.
+    """
+
+    def __init__(
+        self, client_or_address: Any, limiter: anyio.CapacityLimiter | None = None
+    ) -> None:
+        if importlib.util.find_spec("distributed") is None:
+            raise ModuleNotFoundError(_INSTALL, name="distributed")
+        self._client: Any = None
+        if isinstance(client_or_address, str):
+            if not client_or_address.strip():
+                msg = "DaskExecutor needs a scheduler address such as 'tcp://10.0.0.5:8786'."
+                raise InvalidParameterError(msg)
+            self.address: str = client_or_address
+        else:
+            distributed = sys.modules.get("distributed")
+            if distributed is None or not isinstance(client_or_address, distributed.Client):
+                msg = (
+                    f"DaskExecutor takes a distributed.Client or a scheduler address such as "
+                    f"'tcp://10.0.0.5:8786', not {client_or_address!r}; for a cluster object, "
+                    f"pass cluster.scheduler_address."
+                )
+                raise InvalidParameterError(msg)
+            if client_or_address.asynchronous:
+                msg = (
+                    "DaskExecutor needs a synchronous distributed.Client (asynchronous=False), "
+                    "which it calls from worker threads; pass the scheduler address instead."
+                )
+                raise InvalidParameterError(msg)
+            self._client = client_or_address
+            self.address = str(client_or_address.scheduler.address)
+        self._nthreads: int | None = None
+        self._closed = False
+        self._waiting: set[Any] = set()
+        self._lock = threading.Lock()
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._shipments: weakref.WeakKeyDictionary[Any, _Shipment] = weakref.WeakKeyDictionary()
+        super().__init__(limiter)
+
+    def __repr__(self) -> str:
+        return f"<DaskExecutor {self.address!r} threads={self._nthreads}>"
+
+    # -- the client and the limiter -------------------------------------------------
+
+    def set_limiter(self, limiter: anyio.CapacityLimiter | None) -> None:
+        """Use ``limiter``, or (``None``) one with a token per worker thread of the
+        cluster (per CPU of this machine until the cluster has been asked)."""
+        self._given = limiter
+        self._default = PerRun(lambda: anyio.CapacityLimiter(self._tokens()))
+        # Dask's workers run one task per thread, one thread per core by default, and
+        # start with BLAS/OpenMP set to one thread: keep it so.
+        self.native_threads = 1
+
+    def _tokens(self) -> int:
+        return self._nthreads or available_cpus()
+
+    def _connect(self) -> Any:
+        """Return the client, making it if needed; learn the cluster's threads (in a thread)."""
+        with self._lock:
+            if self._closed:
+                msg = "This DaskExecutor is closed; make a new one."
+                raise AsyncClfError(msg)
+            if self._client is None:
+                try:
+                    client = _distributed().Client(
+                        self.address, asynchronous=False, set_as_default=False
+                    )
+                except Exception as exc:
+                    msg = f"Could not connect to the Dask scheduler at {self.address!r}: {exc}"
+                    raise AsyncClfError(msg) from exc
+                self._client = client
+                self._finalizer = weakref.finalize(self, _close_client, client)
+            if self._nthreads is None:
+                self._nthreads = sum(self._client.nthreads().values()) or None
+            return self._client
+
+    async def _ready(self) -> None:
+        """Connect (in a thread) on first use, then size the default limiter."""
+        if self._nthreads is None or self._client is None:
+            # Cancelled while connecting: the thread finishes connecting for later calls.
+            await anyio.to_thread.run_sync(
+                self._connect, abandon_on_cancel=True, limiter=self._threads.get()
+            )
+        if self._given is None:
+            limiter = self._default.get()
+            if limiter.total_tokens != self._tokens():
+                limiter.total_tokens = self._tokens()
+
+    async def acquire(self) -> Job:
+        """Connect on first use, then wait for a limiter token (cancellable)."""
+        await self._ready()
+        return await super().acquire()
+
+    async def __aenter__(self) -> Self:
+        await self._ready()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Release the models sent to the cluster and close the client if we made it.
+
+        A client passed in stays open. Batches and fits still waiting on the cluster
+        are cancelled there, and their callers get an :class:`AsyncClfError`, as do
+        later calls. Closing is shielded from cancellation: it completes in a thread.
+        """
+        # The versions are taken on the event loop, where ``ref`` adds them.
+        shipments = list(self._shipments.values())
+        self._shipments.clear()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._close, shipments, limiter=self._threads.get())
+
+    def _close(self, shipments: list[_Shipment]) -> None:
+        with self._lock:
+            self._closed = True
+            finalizer, self._finalizer = self._finalizer, None
+            waiting, self._waiting = list(self._waiting), set()
+        if waiting:
+            with contextlib.suppress(Exception):
+                self._client.cancel(waiting)
+        for shipment in shipments:
+            shipment.release()
+        if finalizer is not None:
+            finalizer()
+
+    # -- the work -------------------------------------------------------------------
+
+    def ref(self, model: Any) -> Any:
+        """A handle naming ``model`` to the workers; it is scattered on first use."""
+        shipment = self._shipments.get(model)
+        if shipment is None:
+            shipment = self._shipments[model] = _Shipment(model.estimator)
+        return shipment
+
+    def _call(
+        self,
+        config: dict[str, Any],
+        threads: int,
+        func: Callable[..., T],
+        args: tuple[Any, ...],
+        token: anyio.lowlevel.EventLoopToken,
+    ) -> T:
+        # In a thread of asyncclf's pool: submit the batch and wait for its result.
+        result: T = self._on_cluster("batch", config, threads, func, args, retries=1)
+        return result
+
+    async def fit(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Fit on the cluster; cancelling cancels the Dask future and returns at once.
+
+        The worker returns the model packed (``_work.fit_packed``); it is unpacked in a
+        thread, so no large unpickling holds the event loop.
+        """
+        packed: dict[Callable[..., Any], Callable[..., Any]] = {
+            _work.fit: _work.fit_packed,
+            _work.partial_fit: _work.partial_fit_packed,
+        }
+        await self._ready()
+        submission = _Submission()
+        config, threads = sklearn.get_config(), self.native_threads
+        async with self.limiter:
+            try:
+                content = await anyio.to_thread.run_sync(
+                    functools.partial(
+                        self._on_cluster,
+                        "fit",
+                        config,
+                        threads,
+                        packed[func],
+                        args,
+                        retries=0,
+                        submission=submission,
+                    ),
+                    abandon_on_cancel=True,
+                    limiter=self._threads.get(),
+                )
+            except BaseException:
+                # Cancelled (a cancel scope, or natively: Task.cancel(), wait_for), or
+                # failed: cancel the task on the cluster from a thread of its own, so
+                # that this call returns at once; the abandoned thread then ends too.
+                threading.Thread(target=submission.cancel, daemon=True).start()
+                raise
+        return await anyio.to_thread.run_sync(_work.unpack, content, limiter=self._threads.get())
+
+    def _on_cluster(
+        self,
+        what: str,
+        config: dict[str, Any],
+        threads: int,
+        func: Callable[..., T],
+        args: tuple[Any, ...],
+        *,
+        retries: int,
+        submission: _Submission | None = None,
+    ) -> T:
+        """Submit ``func(*args)`` as a Dask task and return its result (in a thread).
+
+        A task names its model versions by key only, and runs at once on a worker that
+        holds them unpickled. A worker that does not (new, restarted, or the version is
+        new) answers so, and the task is submitted again with the versions' scattered
+        bytes as Dask dependencies, scattered first if they are not on the cluster yet.
+        A task cancelled by the cluster (its model's bytes were lost with the workers
+        holding them) is submitted once more, after sending them again.
+        """
+        distributed = _distributed()
+        client = self._connect()
+        shipments = _shipments_in(args)
+        keys = tuple(shipment.key for shipment in shipments)
+        if what == "fit":
+            args = _scatter_lists(client, args)
+        send = any(not shipment.sent for shipment in shipments)
+        resent = False
+        while True:
+            models = {s.key: s.scattered(client) for s in shipments} if send else {}
+            future = client.submit(
+                run_in_worker,
+                config,
+                threads,
+                func,
+                args,
+                keys,
+                models,
+                key=f"asyncclf-{what}-{uuid.uuid4().hex}",
+                pure=False,
+                retries=retries,
+            )
+            if submission is not None and not submission.started(future):
+                msg = f"The {what} was cancelled."
+                raise AsyncClfError(msg)
+            with self._lock:
+                if self._closed:
+                    future.cancel()
+                    msg = "This DaskExecutor is closed; make a new one."
+                    raise AsyncClfError(msg)
+                self._waiting.add(future)
+            try:
+                result: Any = future.result()
+            except distributed.KilledWorker as exc:
+                msg = (
+                    f"The Dask workers running this {what} died (killed, out of memory, or a "
+                    f"crash in native code), each time it was tried: {exc}"
+                )
+                raise AsyncClfError(msg) from exc
+            except distributed.CancelledError as exc:
+                if self._closed:
+                    msg = f"This DaskExecutor was closed while the {what} waited on the cluster."
+                    raise AsyncClfError(msg) from exc
+                if submission is not None and submission.cancelled:
+                    msg = f"The {what} was cancelled."
+                    raise AsyncClfError(msg) from exc
+                if not resent:
+                    # Most likely its model's bytes were lost with the workers holding
+                    # them: send them again, once.
+                    for shipment in shipments:
+                        shipment.forget(models.get(shipment.key))
+                    send = resent = True
+                    continue
+                msg = (
+                    f"The Dask workers running this {what} or holding its model died, or "
+                    f"the cluster cancelled it, twice: {exc}"
+                )
+                raise AsyncClfError(msg) from exc
+            finally:
+                with self._lock:
+                    self._waiting.discard(future)
+            if isinstance(result, Missing):
+                if send:  # pragma: no cover - the task carried every version it names
+                    msg = f"The Dask worker running this {what} did not receive its model."
+                    raise AsyncClfError(msg)
+                send = True
+                continue
+            answer: T = result
+            return answer
+
+
+def _shipments_in(args: tuple[Any, ...]) -> list[_Shipment]:
+    """The model versions named in ``args``: directly, or by a batch's partial."""
+    found: list[_Shipment] = []
+    for arg in args:
+        inner = arg.args if isinstance(arg, functools.partial) else (arg,)
+        found.extend(item for item in inner if isinstance(item, _Shipment))
+    return found
+
+
+def _scatter_lists(client: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``args`` with its lists (a fit's texts and labels) scattered: Dask resolves the
+    futures in the worker, and the task stays small (Dask warns past 10 MB)."""
+    at = [i for i, arg in enumerate(args) if isinstance(arg, list)]
+    if not at:
+        return args
+    futures = client.scatter([args[i] for i in at], hash=False)
+    replaced = list(args)
+    for i, future in zip(at, futures, strict=True):
+        replaced[i] = future
+    return tuple(replaced)
+
+
+def _distributed(module: str = "") -> Any:
+    """``distributed`` (or its ``module``), imported on first use: an optional extra."""
+    try:
+        return importlib.import_module(f"distributed.{module}" if module else "distributed")
+    except ImportError as exc:
+        raise ModuleNotFoundError(_INSTALL, name="distributed") from exc
+
+
+def _close_client(client: Any) -> None:
+    with contextlib.suppress(Exception):
+        client.close()
+
+
+class _Submission:
+    """A fit's Dask future, so that a cancelled caller can cancel it from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._future: Any = None
+        self._cancelled = False
+
+    def started(self, future: Any) -> bool:
+        """Record ``future``; False (and cancel it) if the caller was cancelled first."""
+        with self._lock:
+            self._future = future
+            if not self._cancelled:
+                return True
+        future.cancel()
+        return False
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the caller was cancelled."""
+        return self._cancelled
+
+    def cancel(self) -> None:
+        """Cancel the future, now or as soon as it is submitted."""
+        with self._lock:
+            self._cancelled = True
+            future = self._future
+        if future is not None:
+            with contextlib.suppress(Exception):
+                future.cancel()
+
+
+# -- what runs in a Dask worker ------------------------------------------------------
+
+
+class DaskModel(ModelHandle):
+    """A model version as a task names it: a key, resolved from the worker's cache.
+
+    :func:`run_in_worker` puts the versions a task names in reach of this thread
+    before the task runs, so a batch carries this handle, never the model.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key, "")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return DaskModel, (self.key,)
+
+    def resolve(self) -> Any:
+        """Return the model version this handle names, unpacked once in this worker."""
+        models: dict[str, Any] = getattr(_CURRENT, "models", {})
+        try:
+            return models[self.key]
+        except KeyError:
+            msg = f"The model version {self.key} was not sent with this task."
+            raise AsyncClfError(msg) from None
+
+
+class Missing:
+    """What a task answers when its worker does not hold a model version it names."""
+
+    __slots__ = ()
+
+
+_CURRENT = threading.local()
+"""The models the task running in this worker thread names, by key."""
+
+_UNPACKED: OrderedDict[str, Any] = OrderedDict()
+"""The model versions this worker process holds unpacked, least recently used first."""
+
+_UNPACKED_LOCK = threading.Lock()
+
+
+def _unpacked(key: str, content: bytes | None) -> Any:
+    """The model version ``key``, from this worker's cache, or unpacked from
+    ``content`` and kept; None if neither has it."""
+    with _UNPACKED_LOCK:
+        model = _UNPACKED.get(key)
+        if model is not None:
+            _UNPACKED.move_to_end(key)
+        elif content is not None:
+            model = _UNPACKED[key] = _work.unpack(pickle.loads(content))
+            while len(_UNPACKED) > ModelHandle.KEEP:
+                _UNPACKED.popitem(last=False)
+        return model
+
+
+def run_in_worker(
+    config: dict[str, Any],
+    threads: int,
+    func: Callable[..., T],
+    args: tuple[Any, ...],
+    keys: tuple[str, ...],
+    models: dict[str, bytes],
+) -> T | Missing:
+    """Run ``func(*args)`` as :func:`~asyncclf._work.call_in_worker` does, in a Dask
+    worker, with the model versions named by ``keys`` at hand.
+
+    They come from this worker's cache, or from ``models`` (their bytes, resolved by
+    Dask) when given. Returns :class:`Missing` if a version is in neither.
+    """
+    loaded = {}
+    for key in keys:
+        model = _unpacked(key, models.get(key))
+        if model is None:
+            return Missing()
+        loaded[key] = model
+    _CURRENT.models = loaded
+    try:
+        return call_in_worker(config, threads, func, args)
+    except Exception:
+        raise
+    except BaseException as exc:
+        # SystemExit or KeyboardInterrupt from estimator code: fail the task, not the
+        # worker (its cause would not survive the trip back, so it is in the message).
+        msg = f"The Dask worker was interrupted by {exc!r}."
+        raise AsyncClfError(msg) from None
+    finally:
+        _CURRENT.models = {}
+
+
+# -- a model version on its way to the cluster ---------------------------------------
+
+
+class _Shipment(DaskModel):
+    """A model version sent to the cluster once, on demand, as pickled packed bytes.
+
+    Pickled, it is a :class:`DaskModel` (its key). It keeps the estimator (the served
+    model holds it anyway), so a version lost with every worker holding it is sent
+    again. The scattered data is released when the served model is gone.
+    """
+
+    __slots__ = ("_estimator", "_future", "_lock")
+
+    def __init__(self, estimator: Any) -> None:
+        super().__init__(uuid.uuid4().hex)
+        self._estimator = estimator
+        self._future: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def sent(self) -> bool:
+        """Whether the model's bytes were scattered to the cluster (and not forgotten)."""
+        return self._future is not None
+
+    def scattered(self, client: Any) -> Any:
+        """The future of the model's bytes on the cluster, scattered if needed (in a thread)."""
+        with self._lock:
+            if self._future is None or self._future.status != "finished":
+                # Dask's own pickling: cloudpickle for what plain pickle would name by
+                # reference but a worker cannot import (classes defined in __main__).
+                content = _distributed("protocol.pickle").dumps(_work.pack(self._estimator))
+                [self._future] = client.scatter([content], broadcast=True, hash=False)
+            return self._future
+
+    def forget(self, future: Any) -> None:
+        """Scatter the bytes again next time, unless another task did since ``future``."""
+        with self._lock:
+            if self._future is future:
+                self._future = None
+
+    def release(self) -> None:
+        with self._lock:
+            self._future = None
