@@ -229,8 +229,9 @@ async def test_asyncio_task_cancel_of_a_fit_returns_at_once(
 
 async def test_a_worker_killed_mid_batch_fails_only_that_batch(client: Any) -> None:
     """A batch that kills its worker is tried on one other worker, which dies too; its
-    callers then get an AsyncClfError caused by KilledWorker, and once the nanny has
-    restarted the workers the next calls succeed (the model sent again), tokens back."""
+    callers then get an AsyncClfError caused by KilledWorker (or, when the cluster lost
+    the model's bytes with the workers first, by the cluster cancelling the batch), and
+    once the nanny has restarted the workers the next calls succeed, tokens back."""
     clf = await AsyncClassifier(
         DyingClassifier(), executor=DaskExecutor(client), max_latency=0.05, max_batch_size=8
     ).fit(TRAIN_X, TRAIN_Y)
@@ -241,7 +242,7 @@ async def test_a_worker_killed_mid_batch_fails_only_that_batch(client: Any) -> N
     errors: list[BaseException] = []
 
     async def call(text: str) -> None:
-        with pytest.raises(AsyncClfError, match="Dask workers running this batch died") as info:
+        with pytest.raises(AsyncClfError, match="Dask workers running this batch") as info:
             await clf.classify(text)
         errors.append(info.value)
 
@@ -256,7 +257,7 @@ async def test_a_worker_killed_mid_batch_fails_only_that_batch(client: Any) -> N
         while cause is not None:
             causes.append(cause)
             cause = cause.__cause__
-        assert any(isinstance(c, distributed.KilledWorker) for c in causes)
+        assert any(isinstance(c, distributed.KilledWorker) or "cancelled" in str(c) for c in causes)
     with anyio.fail_after(60):
         assert (await clf.classify("spam spam")).label == "spam"
         async with clf.stream(["eggs", "spam spam"]) as results:
