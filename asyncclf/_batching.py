@@ -22,8 +22,10 @@ How a batch forms, with no background task:
   before ``max_batch_size`` was lowered runs alone, in chunks of the new size.
 
 Calls with more than ``max_batch_size`` texts skip the queue and run in chunks of that
-size, one token at a time: they are already vectorised. They stop at the first chunk
-that fails, since the caller can only receive one exception.
+size: they are already vectorised. Up to one chunk per limiter token runs at once, each
+holding its own token. The first chunk that fails ends the call (no further chunk
+starts), since the caller can only receive one exception: that of the earliest chunk
+that failed.
 """
 
 from __future__ import annotations
@@ -79,7 +81,16 @@ class Outcome:
 class Request:
     """Texts waiting in a lane for their rows."""
 
-    __slots__ = ("event", "lane", "outcome", "per_item", "queued_at", "taken", "texts")
+    __slots__ = (
+        "event",
+        "lane",
+        "on_taken",
+        "outcome",
+        "per_item",
+        "queued_at",
+        "taken",
+        "texts",
+    )
 
     def __init__(self, lane: _Lane | None, texts: list[str], per_item: bool = False) -> None:
         self.lane = lane
@@ -91,10 +102,17 @@ class Request:
         self.queued_at = time.perf_counter()
         self.taken = False
         """Whether a batch took it (or it was withdrawn): it can no longer grow."""
+        self.on_taken: anyio.Event | None = None
+        """Set once it is taken, for a stream waiting in :meth:`Batcher.wait_taken`."""
 
     def _wake(self) -> None:
         if self.event is not None:
             self.event.set()
+
+    def _mark_taken(self) -> None:
+        self.taken = True
+        if self.on_taken is not None:
+            self.on_taken.set()
 
 
 @dataclass(eq=False)
@@ -255,7 +273,7 @@ class Batcher:
         """Take a request that nobody will wait for out of its lane, if still queued."""
         lane = request.lane
         if not request.taken and lane is not None:
-            request.taken = True
+            request._mark_taken()
             lane.queue.remove(request)
             lane.size -= len(request.texts)
             self._release(len(request.texts))
@@ -288,6 +306,21 @@ class Batcher:
                 self._wake_next(lane)
             raise
         return request.outcome
+
+    async def wait_taken(self, request: Request) -> None:
+        """Return once a batch has taken ``request``, or it was withdrawn; lead nothing.
+
+        Someone else must be waiting for the request. A stream starts waiting for its
+        next request only once the last one is in a batch: its waiters then never lead
+        a batch of each other's requests (the leader takes the front of the lane and
+        runs that batch to its end, and so could not lead its own request meanwhile).
+        """
+        while not request.taken:
+            request.on_taken = anyio.Event()
+            try:
+                await request.on_taken.wait()
+            finally:
+                request.on_taken = None
 
     async def submit(self, key: Hashable, texts: list[str]) -> Outcome:
         """Compute the rows for ``texts`` in lane ``key``, batched with other callers."""
@@ -342,7 +375,7 @@ class Batcher:
         now = time.perf_counter()
         while lane.queue and (not batch or size + len(lane.queue[0].texts) <= self.max_batch_size):
             request = lane.queue.popleft()
-            request.taken = True
+            request._mark_taken()
             size += len(request.texts)
             batch.append(request)
             self._waits.add(now - request.queued_at, len(request.texts))
@@ -398,25 +431,77 @@ class Batcher:
         )
 
     async def _run_chunks(self, key: Hashable, texts: list[str]) -> Outcome:
-        """Run a call larger than a batch in ``max_batch_size`` chunks, one at a time.
+        """Run a call larger than a batch in ``max_batch_size`` chunks, side by side.
 
-        The model is chosen once, so every chunk is answered by the same model. The
-        first chunk that fails ends the call: its caller receives that exception.
+        The model is chosen once, so every chunk is answered by the same model. Up to
+        one chunk per limiter token runs at once; each waits for its own token in turn,
+        so other callers' batches are served in between. The first chunk that fails
+        ends the call: no further chunk starts, the chunks already running finish, and
+        the caller receives the exception of the earliest chunk that failed.
+        Cancelling the caller returns at once; running chunks finish in their threads
+        and give their tokens back, as batches do.
         """
         compute, tag = self.prepare(key)
-        segments: list[Segment] = []
         size = self.max_batch_size
-        for start in range(0, len(texts), size):
-            request = Request(None, texts[start : start + size])
-            request.taken = True
-            job = await self.executor.acquire()
-            await self._run(job, compute, tag, [request])
-            assert request.outcome is not None
-            error = request.outcome.error
+        chunks = [Request(None, texts[i : i + size]) for i in range(0, len(texts), size)]
+        for chunk in chunks:
+            chunk.taken = True
+        width = max(1, int(min(self.executor.limiter.total_tokens, len(chunks))))
+        next_chunk = 0
+        running: list[Request] = []
+        acquiring: set[anyio.CancelScope] = set()
+
+        def failed() -> bool:
+            # A failed chunk's outcome is set (and its token handed on, maybe to one of
+            # ours) before its task wakes up: look at the outcomes, not at a flag.
+            return any(c.outcome is not None and c.outcome.error is not None for c in running)
+
+        async def run_next() -> None:
+            # One of ``width`` tasks, each running the next chunk until none is left.
+            nonlocal next_chunk
+            while next_chunk < len(chunks) and not failed():
+                chunk = chunks[next_chunk]
+                next_chunk += 1
+                job: Job | None = None
+                with anyio.CancelScope() as waiting:
+                    acquiring.add(waiting)
+                    try:
+                        job = await self.executor.acquire()
+                    finally:
+                        acquiring.discard(waiting)
+                if job is None:
+                    # Cancelled by our own scope, because a chunk failed: no token taken.
+                    return
+                if failed():
+                    # A chunk failed while this one waited: start no further chunk.
+                    job.release()
+                    return
+                # No checkpoint from here to the start of the run: the token is the job's.
+                running.append(chunk)
+                await self._run(job, compute, tag, [chunk])
+                assert chunk.outcome is not None
+                if chunk.outcome.error is not None:
+                    # Stop the chunks waiting for a token; those running finish.
+                    for scope in acquiring:
+                        scope.cancel()
+                    return
+                running.remove(chunk)
+
+        async with anyio.create_task_group() as tasks:
+            for _ in range(width):
+                tasks.start_soon(run_next)
+        segments: list[Segment] = []
+        for index, chunk in enumerate(chunks):
+            start = index * size
+            outcome = chunk.outcome
+            if outcome is None:
+                continue  # never started, because a chunk failed
+            error = outcome.error
             if error is not None:
+                # The earliest chunk that failed: its exception is the call's.
                 segments.append((start, len(texts), error))
                 break
-            segments.extend((start + a, start + b, rows) for a, b, rows in request.outcome.segments)
+            segments.extend((start + a, start + b, rows) for a, b, rows in outcome.segments)
         return Outcome(segments, tag)
 
     # -- observability --------------------------------------------------------------

@@ -10,12 +10,23 @@ Inside ``open_stream`` three parties hand chunks of texts along two channels::
   source yields, at no per-text cost in event-loop iterations;
 * the reader stops reading while ``max_in_flight`` texts are read but not yet consumed:
   that is the backpressure;
-* the driver waits for each request in order, leading the lane's batches, so the
-  next batch computes while the consumer handles the last one;
+* the driver waits for up to ``width`` requests at once, one task each (``width`` is
+  the executor's limiter tokens when the stream starts, at least 1, at most
+  ``max_in_flight``), so that each may lead a batch of the lane: a stream keeps every
+  worker busy, and the next batches compute while the consumer handles the last one.
+  It starts waiting for a request only once a batch has taken the one before: a
+  leader takes the front of the lane and runs that batch to its end, so two waiters
+  on untaken requests could end with one running the other's batch and nobody
+  leading its own;
+* the driver hands the outcomes on in input order, however their batches finish: the
+  requests waited for are the first ``width`` not yet handed on, so the reorder buffer
+  holds at most ``width - 1`` outcomes (and all of them count against the window);
 * the consumer (the caller's ``async for``) turns each outcome into results.
 
-Leaving the ``async with`` block cancels reader and driver and withdraws every request
-still queued, so nothing keeps running for a stream that nobody reads.
+A task waiting for a request is cancelled only when the whole stream is: its
+cancellation withdraws the request (``Batcher.wait``), which is right only then.
+Leaving the ``async with`` block cancels reader, driver and waiters and withdraws every
+request still queued, so nothing keeps running for a stream that nobody reads.
 """
 
 from __future__ import annotations
@@ -223,6 +234,9 @@ async def open_stream(
         raise InvalidParameterError(msg)
     pending: deque[Request] = deque()
     window = _Window(max_in_flight)
+    # Requests waited for at once, each leading at most one batch: one per limiter token
+    # (read now), and never more than the window lets in.
+    width = max(1, int(min(batcher.executor.limiter.total_tokens, max_in_flight)))
     total = len(source) if isinstance(source, Sized) else None
     reporter = Reporter(progress, "stream", total)
     # The window bounds the texts in flight, so the channels need no bound of their own.
@@ -256,14 +270,52 @@ async def open_stream(
     async def drive(
         receive: MemoryObjectReceiveStream[_Queued], send: MemoryObjectSendStream[_Done]
     ) -> None:
-        async with receive, send:
+        # The reorder buffer: one cell per chunk not yet handed on, in input order,
+        # holding its _Done once known. ``waiting`` counts the requests among them.
+        unsent: deque[list[_Done | None]] = deque()
+        waiting = 0
+        room: anyio.Event | None = None
+
+        def hand_on() -> None:
+            # Send every finished chunk at the front, so the consumer gets them in order
+            # (the channel has no bound: sending never blocks).
+            nonlocal waiting, room
+            while unsent and (done := unsent[0][0]) is not None:
+                unsent.popleft()
+                if done[2] is not None:
+                    pending.popleft()
+                    waiting -= 1
+                send.send_nowait(done)
+            if room is not None and waiting < width:
+                room.set()
+                room = None
+
+        async def await_outcome(start: int, request: Request, cell: list[_Done | None]) -> None:
+            # Cancelled only with the whole stream (then Batcher.wait withdraws the
+            # request, if no batch took it, and nothing more is handed on).
+            outcome = await batcher.wait(request)
+            cell[0] = (start, request.texts, outcome, None)
+            hand_on()
+
+        last: Request | None = None
+        async with receive, send, anyio.create_task_group() as waiters:
             async for start, request, error, text in receive:
                 if request is None:
-                    await send.send((start, [text], None, error))
+                    unsent.append([(start, [text], None, error)])
+                    hand_on()
                     continue
-                outcome = await batcher.wait(request)
-                pending.popleft()
-                await send.send((start, request.texts, outcome, None))
+                if last is not None:
+                    # Wait for the next request only once the last is in a batch: a waiter
+                    # leads the front of the lane, so it must be the stream's front.
+                    await batcher.wait_taken(last)
+                last = request
+                while waiting >= width:
+                    room = anyio.Event()
+                    await room.wait()
+                waiting += 1
+                cell: list[_Done | None] = [None]
+                unsent.append(cell)
+                waiters.start_soon(await_outcome, start, request, cell)
 
     fail_or_raise = fail if on_error == "yield" else None
     raised: BaseException | None = None
@@ -281,8 +333,8 @@ async def open_stream(
                 finally:
                     tasks.cancel_scope.cancel()
         finally:
-            # Only now are reader and driver done: a reader woken just before the
-            # cancellation may have queued one more request on its way out.
+            # Only now are reader, driver and waiters done: a reader woken just before
+            # the cancellation may have queued one more request on its way out.
             while pending:
                 batcher.withdraw(pending.popleft())
             reporter.close()

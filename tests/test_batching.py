@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+import threading
+import time
+from collections.abc import Callable, Coroutine, Sequence
 from functools import partial
 from typing import Any
 
@@ -14,6 +16,7 @@ from anyio import wait_all_tasks_blocked
 from anyio.lowlevel import checkpoint
 from hypothesis import given
 from hypothesis import strategies as st
+from numpy.typing import NDArray
 
 from asyncclf import AsyncClassifier, AsyncClfError, FailedPrediction, OverloadedError, Prediction
 
@@ -113,7 +116,8 @@ async def test_batches_respect_max_batch_size_and_large_calls_are_split() -> Non
     clf, log, _ = await recording(max_batch_size=8)
     texts = [f"spam {'ham ' * (i % 3)}{i}" for i in range(30)]
     proba = await clf.predict_proba(texts)
-    assert [len(b) for b in log.batches] == [8, 8, 8, 6]
+    # The chunks run side by side (one per token), so they may reach the estimator in any order.
+    assert sorted(log.batches) == sorted(texts[i : i + 8] for i in range(0, 30, 8))
     log.batches.clear()
 
     async def call(text: str) -> None:
@@ -503,7 +507,9 @@ async def test_a_model_failing_everywhere_costs_at_most_one_call_per_caller() ->
     log.batches.clear()
     with pytest.raises(ValueError, match="cannot score"):
         await clf.predict_proba([f"BOOM {i}" for i in range(1000)])
-    assert [len(batch) for batch in log.batches] == [256]
+    # One call per chunk started: the 4 chunks start one per free token, side by side.
+    tokens = int(clf.limiter_.total_tokens)
+    assert [len(batch) for batch in log.batches] == [256] * min(tokens, 4)
 
 
 async def test_a_lone_bad_text_is_found_in_logarithmic_calls() -> None:
@@ -710,3 +716,315 @@ def test_a_batch_outliving_its_event_loop_leaks_nothing_into_the_next(
         anyio.run(first, backend=backend_pair[0])
         gate.release.set()
         assert anyio.run(second, backend=backend_pair[1]) == (0, "eggs")
+
+
+# -- streams and large calls use every worker (issue 8, part 5) ------------------------
+
+
+class Turnstile(Gate):
+    """A Gate that holds each batch, known by its first text, until the test lets that
+    batch go, and counts the batches held at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed = threading.Condition()
+        self.held: list[str] = []
+        """First texts of the batches held now."""
+        self.entered_batches: list[str] = []
+        """First texts of every batch that reached the estimator, in order of arrival."""
+        self.most = 0
+        """The most batches held at once."""
+        self._let_go: set[str] = set()
+        self._open = False
+
+    def hold(self, texts: Sequence[str]) -> None:
+        """In the worker: wait until the test lets this batch go (or opens the gate)."""
+        first = texts[0]
+        with self.changed:
+            self.entered_batches.append(first)
+            self.held.append(first)
+            self.most = max(self.most, len(self.held))
+            self.changed.notify_all()
+            released = self.changed.wait_for(lambda: self._open or first in self._let_go, 30)
+            self.held.remove(first)
+        if not released:
+            msg = "the test never let the batch go"
+            raise RuntimeError(msg)
+
+    def let_go(self, *firsts: str) -> None:
+        """Let the batches that start with ``firsts`` go on (now or when they arrive)."""
+        with self.changed:
+            self._let_go.update(firsts)
+            self.changed.notify_all()
+
+    def open(self) -> None:
+        """Let every batch go on, now and from now on."""
+        with self.changed:
+            self._open = True
+            self.changed.notify_all()
+
+    async def wait_held(self, n: int) -> None:
+        """Wait, off the event loop, until ``n`` batches are held at once."""
+
+        def wait() -> bool:
+            with self.changed:
+                return self.changed.wait_for(lambda: len(self.held) >= n, 10)
+
+        assert await anyio.to_thread.run_sync(wait), f"{n} batches were never held at once"
+
+
+class HeldClassifier(RecordingClassifier):
+    """A RecordingClassifier whose predict_proba batches wait in its Turnstile first."""
+
+    def predict_proba(self, X: Sequence[str]) -> NDArray[np.float64]:
+        if isinstance(self.gate, Turnstile):
+            self.gate.hold(X)
+        return super().predict_proba(X)
+
+
+async def turnstiled(tokens: int, **kwargs: Any) -> tuple[AsyncClassifier, Turnstile, CallLog]:
+    """A fitted classifier with ``tokens`` limiter tokens whose batches wait in a Turnstile."""
+    turnstile, log = Turnstile(), CallLog()
+    clf = AsyncClassifier(
+        HeldClassifier(gate=turnstile, log=log), limiter=anyio.CapacityLimiter(tokens), **kwargs
+    )
+    await clf.fit(TRAIN_X, TRAIN_Y)
+    return clf, turnstile, log
+
+
+def keyword_rows(texts: list[str]) -> NDArray[np.float64]:
+    """The rows a plain KeywordClassifier gives ``texts``, computed apart from asyncclf."""
+    rows: NDArray[np.float64] = KeywordClassifier().fit(TRAIN_X, TRAIN_Y).predict_proba(texts)
+    return rows
+
+
+async def raising(call: Coroutine[Any, Any, Any], into: list[Exception]) -> None:
+    """Await ``call`` and keep the ValueError it raises (the estimator's "cannot score")."""
+    try:
+        await call
+    except ValueError as exc:
+        into.append(exc)
+
+
+async def test_a_large_call_runs_one_chunk_per_token_at_once() -> None:
+    """A 10-chunk predict_proba with 3 tokens has 3 chunks in the estimator at once (no
+    4th waiting for a token) and returns the estimator's rows for all texts, in order."""
+    clf, turnstile, log = await turnstiled(3, max_batch_size=2)
+    texts = [("spam ", "eggs ", "ham ")[i % 3] * (1 + i % 2) + str(i) for i in range(20)]
+    result: list[NDArray[np.float64]] = []
+
+    async def call() -> None:
+        result.append(await clf.predict_proba(texts))
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(call)
+            await turnstile.wait_held(3)
+            await wait_all_tasks_blocked()
+            assert sorted(turnstile.held) == sorted(texts[0:6:2])
+            assert clf.limiter_.statistics().tasks_waiting == 0
+            turnstile.open()
+    assert turnstile.most == 3
+    np.testing.assert_array_equal(result[0], keyword_rows(texts))
+    assert sorted(log.batches) == sorted(texts[i : i + 2] for i in range(0, 20, 2))
+    assert clf.statistics().batches == 10
+
+
+async def test_a_failing_chunk_raises_its_error_and_no_further_chunk_starts() -> None:
+    """When the 2nd of 10 chunks fails while the 1st and 3rd run, the call raises the
+    2nd chunk's exception and no chunk after the running ones ever starts."""
+    clf, turnstile, _ = await turnstiled(3, max_batch_size=2)
+    texts = [f"ham {i}" for i in range(20)]
+    texts[3] = "BOOM 3"
+    caught: list[Exception] = []
+    probe = object()
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(raising, clf.predict_proba(texts), caught)
+            await turnstile.wait_held(3)
+            turnstile.let_go(texts[2])
+            # The failed chunk's token comes back once its outcome is in.
+            await clf.limiter_.acquire_on_behalf_of(probe)
+            clf.limiter_.release_on_behalf_of(probe)
+            await wait_all_tasks_blocked()
+            turnstile.open()
+    assert [str(exc) for exc in caught] == ["cannot score 'BOOM 3'"]
+    assert sorted(turnstile.entered_batches) == sorted(texts[0:6:2])
+    await settle(clf)
+    assert clf.limiter_.statistics().borrowed_tokens == 0
+
+
+async def test_of_several_failing_chunks_the_earliest_one_is_raised() -> None:
+    """When the 3rd chunk fails before the 2nd, the call raises the 2nd chunk's error."""
+    clf, turnstile, _ = await turnstiled(3, max_batch_size=2)
+    texts = [f"ham {i}" for i in range(20)]
+    texts[3], texts[5] = "BOOM 3", "BOOM 5"
+    caught: list[Exception] = []
+    probe = object()
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(raising, clf.predict_proba(texts), caught)
+            await turnstile.wait_held(3)
+            turnstile.let_go(texts[4])  # the 3rd chunk fails first
+            await clf.limiter_.acquire_on_behalf_of(probe)
+            clf.limiter_.release_on_behalf_of(probe)
+            await wait_all_tasks_blocked()
+            turnstile.open()
+    assert [str(exc) for exc in caught] == ["cannot score 'BOOM 3'"]
+
+
+async def test_a_failed_chunk_whose_token_goes_to_the_next_chunk_starts_nothing() -> None:
+    """A chunk handed the token of a chunk that just failed gives it back unused: the
+    failure is seen from the outcome, before the failed chunk's task wakes up."""
+    clf, turnstile, log = await turnstiled(2, max_batch_size=2)
+    turnstile.open()
+    texts = ["BOOM 0", "ham 1", "ham 2", "ham 3", "ham 4", "ham 5"]
+    probe = object()
+    await clf.limiter_.acquire_on_behalf_of(probe)  # one token of two is busy elsewhere
+    try:
+        with anyio.fail_after(10), pytest.raises(ValueError, match="cannot score 'BOOM 0'"):
+            await clf.predict_proba(texts)
+    finally:
+        clf.limiter_.release_on_behalf_of(probe)
+    assert log.batches == [texts[:2]]
+    await settle(clf)
+    assert clf.limiter_.statistics().borrowed_tokens == 0
+
+
+async def test_a_failed_chunk_ends_the_call_without_waiting_for_a_token() -> None:
+    """A chunk still waiting for a token when an earlier one fails stops waiting: the
+    call raises while others hold every token."""
+    clf, turnstile, log = await turnstiled(2, max_batch_size=2)
+    texts = ["BOOM 0", "ham 1", "ham 2", "ham 3", "ham 4", "ham 5", "ham 6", "ham 7"]
+    limiter = clf.limiter_
+    caught: list[Exception] = []
+    got: dict[str, anyio.Event] = {"p1": anyio.Event(), "p2": anyio.Event()}
+    returned, give_back = anyio.Event(), anyio.Event()
+
+    async def hold_a_token(name: str) -> None:
+        await limiter.acquire_on_behalf_of(name)
+        got[name].set()
+        await give_back.wait()
+        limiter.release_on_behalf_of(name)
+
+    async def call() -> None:
+        await raising(clf.predict_proba(texts), caught)
+        returned.set()
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(call)
+            await turnstile.wait_held(2)  # chunks 1 and 2 run
+            tasks.start_soon(hold_a_token, "p1")
+            await wait_all_tasks_blocked()
+            tasks.start_soon(hold_a_token, "p2")
+            await wait_all_tasks_blocked()
+            turnstile.let_go(texts[2])  # chunk 2 ends: p1 gets its token
+            await got["p1"].wait()
+            await wait_all_tasks_blocked()
+            # Chunk 3 now waits for a token behind p2.
+            assert limiter.statistics().tasks_waiting == 2
+            turnstile.let_go(texts[0])  # chunk 1 fails: p2 gets its token
+            await returned.wait()
+            assert set(limiter.statistics().borrowers) == {"p1", "p2"}  # none was free
+            give_back.set()
+    assert [str(exc) for exc in caught] == ["cannot score 'BOOM 0'"]
+    assert sorted(turnstile.entered_batches) == ["BOOM 0", "ham 2"]
+    assert log.batches == [texts[2:4], texts[0:2]]
+    turnstile.open()
+
+
+async def test_cancelling_a_large_call_returns_while_its_chunks_run() -> None:
+    """Cancelling a caller whose chunks run side by side returns at once; the chunks
+    finish in their threads and give every token back."""
+    clf, turnstile, _ = await turnstiled(3, max_batch_size=2)
+    with anyio.fail_after(20):
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(clf.predict_proba, [f"spam {i}" for i in range(20)])
+                await turnstile.wait_held(3)
+                scope.cancel()
+        assert scope.cancelled_caught
+        assert len(turnstile.held) == 3  # returned with the chunks still running
+        turnstile.open()
+        await settle(clf)
+    assert clf.limiter_.statistics().borrowed_tokens == 0
+    assert (clf.statistics().batches, clf.statistics().items) == (3, 6)
+    assert (await clf.classify("eggs")).label == "eggs"
+
+
+async def test_task_cancel_of_a_large_call_returns_while_its_chunks_run(
+    anyio_backend: str,
+) -> None:
+    """asyncio's Task.cancel() on a caller whose chunks run side by side returns before
+    they end; they finish in their threads and give every token back."""
+    if anyio_backend != "asyncio":
+        pytest.skip("native asyncio cancellation")
+    import asyncio
+
+    clf, turnstile, _ = await turnstiled(3, max_batch_size=2)
+    task = asyncio.create_task(clf.predict_proba([f"spam {i}" for i in range(20)]))
+    await turnstile.wait_held(3)
+    task.cancel()
+    finished, _ = await asyncio.wait({task}, timeout=5)
+    assert task in finished
+    assert task.cancelled()
+    assert len(turnstile.held) == 3
+    turnstile.open()
+    with anyio.fail_after(10):
+        await settle(clf)
+    assert clf.limiter_.statistics().borrowed_tokens == 0
+    assert clf.statistics().queue_depth == 0
+
+
+@pytest.mark.parametrize("backend_pair", [("asyncio", "asyncio"), ("trio", "trio")])
+def test_a_given_limiter_gets_back_the_token_of_a_batch_that_outlived_its_loop(
+    backend_pair: tuple[str, str],
+) -> None:
+    """With a limiter passed in (used by successive runs), a batch still running when its
+    loop ends returns its token in a later run, on that run's loop: no crash, no
+    token lost for good."""
+    limiter = anyio.CapacityLimiter(2)
+    gate = Gate()
+    clf = AsyncClassifier(KeywordClassifier(gate=gate, block=["predict_proba"]), limiter=limiter)
+
+    async def first() -> None:
+        gate.release.set()
+        await clf.fit(TRAIN_X, TRAIN_Y)
+        gate.close()
+        with anyio.move_on_after(0.05):
+            await clf.classify("spam")  # held in the gate: the run ends around it
+
+    async def later() -> tuple[int, str]:
+        with anyio.fail_after(10):
+            label = (await clf.classify("eggs")).label
+            await settle(clf)
+        return limiter.statistics().borrowed_tokens, label
+
+    from asyncclf import _executors
+
+    for backend in backend_pair:
+        anyio.run(first, backend=backend)
+        gate.release.set()
+        # Let the held batch's thread end and leave its token for the next loop (the
+        # next acquire takes it back; a test cannot await a thread of a dead loop).
+        for _ in range(1000):
+            if _executors._ORPHANS:
+                break
+            time.sleep(0.01)
+        assert _executors._ORPHANS
+        assert anyio.run(later, backend=backend) == (0, "eggs")
+
+
+async def test_classifiers_dropped_during_a_run_leave_nothing_in_it() -> None:
+    """The per-run limiter and lock of a classifier go with it, not with the run."""
+    import gc
+
+    from asyncclf import _executors
+
+    for _ in range(50):
+        clf = await AsyncClassifier(KeywordClassifier()).fit(TRAIN_X, TRAIN_Y)
+        await clf.classify("spam")
+    del clf
+    gc.collect()
+    assert len(_executors._PER_RUN.get()) <= 3

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from asyncclf import AsyncClassifier, FailedPrediction, InvalidInputError, Prediction
 
-from .fakes import TRAIN_X, TRAIN_Y, RecordingClassifier, settle
+from .fakes import TRAIN_X, TRAIN_Y, KeywordClassifier, RecordingClassifier, settle
+from .test_batching import turnstiled
 
 pytestmark = pytest.mark.anyio
 
@@ -348,3 +349,188 @@ async def test_leaving_a_stream_lets_the_source_finish_its_async_cleanup() -> No
             if p.index == 3:
                 break
     assert log == ["finally entered", "cleanup finished"]
+
+
+# -- streams and large calls use every worker (issue 8, part 5) ------------------------
+
+
+def mixed(n: int) -> list[str]:
+    return [("spam ", "eggs ", "ham ")[i % 3] * (1 + i % 2) + str(i) for i in range(n)]
+
+
+def check_predictions(got: list[Prediction], texts: list[str]) -> None:
+    """Assert ``got`` holds one prediction per text, in order, equal to the estimator's."""
+    plain = KeywordClassifier().fit(TRAIN_X, TRAIN_Y)
+    rows = plain.predict_proba(texts)
+    assert [(p.index, p.text, p.label, p.score) for p in got] == [
+        (i, text, plain.classes_[row.argmax()], row.max())
+        for i, (text, row) in enumerate(zip(texts, rows, strict=True))
+    ]
+
+
+async def test_a_stream_keeps_one_batch_per_token_in_the_estimator() -> None:
+    """With 3 tokens a stream has 3 batches in the estimator at once (no 4th waiting for
+    a token), and its results are the estimator's, in input order."""
+    clf, turnstile, _ = await turnstiled(3, max_batch_size=4, max_latency=60)
+    texts = mixed(40)
+    got: list[Prediction] = []
+
+    async def consume() -> None:
+        async with clf.stream(texts, max_in_flight=40) as results:
+            got.extend([p async for p in results])
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(consume)
+            await turnstile.wait_held(3)
+            await wait_all_tasks_blocked()
+            assert sorted(turnstile.held) == sorted(texts[0:12:4])
+            assert clf.limiter_.statistics().tasks_waiting == 0
+            turnstile.open()
+    assert turnstile.most == 3
+    check_predictions(got, texts)
+
+
+async def test_a_stream_hands_batches_on_in_order_and_buffers_at_most_its_width() -> None:
+    """Batches that end before an earlier one wait for it (nothing reaches the consumer
+    out of order) and hold their places: no further batch starts meanwhile."""
+    clf, turnstile, _ = await turnstiled(3, max_batch_size=4, max_latency=60)
+    limiter = clf.limiter_
+    texts = mixed(40)
+    got: list[Prediction] = []
+    probes = [object(), object()]
+
+    async def consume() -> None:
+        async with clf.stream(texts, max_in_flight=40) as results:
+            async for p in results:
+                got.append(p)
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(consume)
+            await turnstile.wait_held(3)
+            turnstile.let_go(texts[8], texts[4])  # the 3rd and 2nd batches end first
+            # Their tokens come back once their outcomes are in.
+            for probe in probes:
+                await limiter.acquire_on_behalf_of(probe)
+            for probe in probes:
+                limiter.release_on_behalf_of(probe)
+            await wait_all_tasks_blocked()
+            assert got == []
+            stats = limiter.statistics()
+            assert (stats.borrowed_tokens, stats.tasks_waiting) == (1, 0)
+            turnstile.open()
+    assert sorted(turnstile.entered_batches) == sorted(texts[0::4])
+    check_predictions(got, texts)
+
+
+async def test_a_stream_with_one_token_runs_one_batch_at_a_time() -> None:
+    """With 1 token a stream waits for one batch at a time, as before: no second batch
+    waits for the token, and the estimator sees the batches in input order."""
+    clf, turnstile, log = await turnstiled(1, max_batch_size=4, max_latency=60)
+    texts = mixed(40)
+    got: list[Prediction] = []
+
+    async def consume() -> None:
+        async with clf.stream(texts, max_in_flight=40) as results:
+            got.extend([p async for p in results])
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(consume)
+            await turnstile.wait_held(1)
+            await wait_all_tasks_blocked()
+            stats = clf.limiter_.statistics()
+            assert (stats.borrowed_tokens, stats.tasks_waiting) == (1, 0)
+            assert clf.statistics().queue_depth == 36  # read ahead, queued, no batch formed
+            turnstile.open()
+    assert turnstile.most == 1
+    assert log.batches == [texts[i : i + 4] for i in range(0, 40, 4)]
+    check_predictions(got, texts)
+
+
+async def test_leaving_a_stream_with_batches_in_flight_returns_at_once() -> None:
+    """Leaving a stream while 3 of its batches run returns at once, withdraws the texts
+    still queued (never computed) and leaks nothing once the batches end."""
+    clf, turnstile, log = await turnstiled(3, max_batch_size=4, max_latency=60)
+    texts = mixed(400)
+    with anyio.fail_after(20):
+        async with (
+            clf.stream(texts, max_in_flight=40) as results,
+            anyio.create_task_group() as tasks,
+        ):
+            # Leave once three batches are held in the estimator.
+            tasks.start_soon(turnstile.wait_held, 3)
+        assert len(turnstile.held) == 3
+        assert clf.statistics().queue_depth == 0
+        turnstile.open()
+        await settle(clf)
+    assert results is not None
+    assert clf.limiter_.statistics().borrowed_tokens == 0
+    assert sorted(log.seen) == sorted(texts[:12])
+    assert clf.statistics().items == 12
+    clf.set_params(max_latency=0)  # a lone caller would wait out the 60 s otherwise
+    assert (await clf.classify("eggs")).label == "eggs"
+
+
+async def test_task_cancel_of_a_stream_with_batches_in_flight_returns_at_once(
+    anyio_backend: str,
+) -> None:
+    """asyncio's Task.cancel() on a consumer whose stream has 3 batches running returns
+    before they end, withdraws the queued texts and leaks nothing."""
+    if anyio_backend != "asyncio":
+        pytest.skip("native asyncio cancellation")
+    import asyncio
+
+    clf, turnstile, log = await turnstiled(3, max_batch_size=4, max_latency=60)
+    texts = mixed(400)
+    got: list[Prediction] = []
+
+    async def consume() -> None:
+        async with clf.stream(texts, max_in_flight=40) as results:
+            async for p in results:
+                got.append(p)
+
+    task = asyncio.create_task(consume())
+    await turnstile.wait_held(3)
+    task.cancel()
+    finished, _ = await asyncio.wait({task}, timeout=5)
+    assert task in finished
+    assert task.cancelled()
+    assert len(turnstile.held) == 3
+    assert clf.statistics().queue_depth == 0
+    turnstile.open()
+    with anyio.fail_after(10):
+        await settle(clf)
+    assert clf.limiter_.statistics().borrowed_tokens == 0
+    assert got == []
+    assert sorted(log.seen) == sorted(texts[:12])
+
+
+@given(
+    texts=st.lists(st.sampled_from(["ham", "spam spam", "eggs", "a BOOM", ""]), max_size=60),
+    tokens=st.integers(min_value=1, max_value=4),
+    max_batch_size=st.integers(min_value=1, max_value=6),
+    max_in_flight=st.integers(min_value=1, max_value=20),
+)
+async def test_streams_over_several_tokens_stay_in_order(
+    texts: list[str], tokens: int, max_batch_size: int, max_in_flight: int
+) -> None:
+    """Whatever the tokens, batch size and window, a stream yields one result per text,
+    in order: the estimator's prediction, or a FailedPrediction for a failing text."""
+    clf = await AsyncClassifier(
+        RecordingClassifier(),
+        limiter=anyio.CapacityLimiter(tokens),
+        max_batch_size=max_batch_size,
+        max_latency=0.001,
+    ).fit(TRAIN_X, TRAIN_Y)
+    with anyio.fail_after(20):
+        async with clf.stream(texts, on_error="yield", max_in_flight=max_in_flight) as results:
+            got = [p async for p in results]
+    assert [(p.index, p.text) for p in got] == list(enumerate(texts))
+    assert [isinstance(p, FailedPrediction) for p in got] == ["BOOM" in t for t in texts]
+    for p in got:
+        if isinstance(p, Prediction):
+            row = clf.estimator_.predict_proba([p.text])[0]
+            assert (p.label, p.score) == (clf.classes_[row.argmax()], row.max())
+    assert clf.statistics().queue_depth == 0
