@@ -15,14 +15,13 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import pickle
 import shutil
 import sys
 import tempfile
 import threading
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
@@ -357,25 +356,18 @@ class ProcessExecutor(ThreadExecutor):
         func: Callable[..., T],
         args: tuple[Any, ...],
     ) -> T:
-        try:
+        with _worker_died("running this call"):
             return await anyio.to_process.run_sync(
                 call_in_worker, config, threads, func, args, limiter=self._processes.get()
             )
-        except BrokenWorkerProcess as exc:
-            if isinstance(exc.__cause__, AsyncClfError):  # e.g. the unguarded script
-                raise AsyncClfError(str(exc.__cause__)) from exc
-            msg = (
-                "The worker process running this call died (killed, out of memory, or a "
-                "crash in native code); the next call gets a new worker."
-            )
-            raise AsyncClfError(msg) from exc
 
     async def fit(self, func: Callable[..., Any], *args: Any) -> Any:
         """Fit in a worker process; cancelling kills the worker and returns at once.
 
-        What crosses to the worker and back is pickled in threads, not on the event
-        loop: the training texts on the way there, and on the way back the model
-        packed (its vocabularies as arrays, ``_work.fit_packed``).
+        What crosses goes through files, pickled and unpickled in threads a frame at a
+        time (``_work.dump``), so it never passes through the event loop and never
+        holds the GIL for long: the training texts on the way there, and on the way
+        back the model packed (its vocabularies as arrays, ``_work.fit_packed``).
         """
         packed: dict[Callable[..., Any], Callable[..., Any]] = {
             _work.fit: _work.fit_packed,
@@ -383,26 +375,42 @@ class ProcessExecutor(ThreadExecutor):
         }
         arguments = tuple(_handle_for_fit(self, arg) for arg in args)
         call = (sklearn.get_config(), self.native_threads, packed[func], arguments)
-        async with self.limiter:
-            for shipment in list(self._shipments.values()):
-                await anyio.to_thread.run_sync(shipment.write)
-            request = await anyio.to_thread.run_sync(_dumps, call)
-            reply: bytes = await self._in_process_raw(_work.call_pickled, request)
-        return await anyio.to_thread.run_sync(_work.loads_unpacked, reply)
-
-    async def _in_process_raw(self, func: Callable[[bytes], bytes], request: bytes) -> bytes:
-        """Run ``func(request)`` in a worker process; cancelling kills the worker."""
+        name = os.path.join(self._directory, uuid.uuid4().hex)
+        request, reply = f"{name}.request", f"{name}.reply"
         try:
-            return await anyio.to_process.run_sync(
-                func, request, cancellable=True, limiter=self._processes.get()
-            )
-        except BrokenWorkerProcess as exc:
-            msg = "The worker process running this fit died (killed, out of memory, or a crash)."
-            raise AsyncClfError(msg) from exc
+            async with self.limiter:
+                for shipment in list(self._shipments.values()):
+                    await anyio.to_thread.run_sync(shipment.write)
+                await anyio.to_thread.run_sync(_work.dump, call, request)
+                with _worker_died("running this fit"):
+                    await anyio.to_process.run_sync(
+                        _work.call_in_files,
+                        request,
+                        reply,
+                        cancellable=True,
+                        limiter=self._processes.get(),
+                    )
+            return await anyio.to_thread.run_sync(_work.load_unpacked, reply)
+        finally:
+            # Left over only when the fit failed or was cancelled (each side removes
+            # the file it read).
+            _remove(request)
+            _remove(reply)
 
 
-def _dumps(content: Any) -> bytes:
-    return pickle.dumps(content, protocol=pickle.HIGHEST_PROTOCOL)
+@contextlib.contextmanager
+def _worker_died(doing: str) -> Iterator[None]:
+    """Turn anyio's ``BrokenWorkerProcess`` into an ``AsyncClfError`` saying why."""
+    try:
+        yield
+    except BrokenWorkerProcess as exc:
+        if isinstance(exc.__cause__, AsyncClfError):  # e.g. the unguarded script
+            raise AsyncClfError(str(exc.__cause__)) from exc
+        msg = (
+            f"The worker process {doing} died (killed, out of memory, or a crash in "
+            "native code); the next call gets a new worker."
+        )
+        raise AsyncClfError(msg) from exc
 
 
 def _handle_for_fit(executor: ProcessExecutor, arg: Any) -> Any:
@@ -428,10 +436,8 @@ class _Shipment:
         with self._lock:
             if self._estimator is None:
                 return
-            content = pickle.dumps(_work.pack(self._estimator), protocol=pickle.HIGHEST_PROTOCOL)
             temporary = f"{self.path}.tmp"
-            with open(temporary, "wb") as file:
-                file.write(content)
+            _work.dump(_work.pack(self._estimator), temporary)
             os.replace(temporary, self.path)
             self._estimator = None
 
