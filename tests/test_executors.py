@@ -159,4 +159,7 @@ def test_a_script_without_a_main_guard_gets_a_clear_error(tmp_path: Path) -> Non
         [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode != 0
-    assert 'if __name__ == "__main__":' in done.stderr
+    # The error raised, not only one in the chain of causes, names the fix.
+    raised = done.stderr.strip().splitlines()[-1]
+    assert raised.startswith("asyncclf._errors.AsyncClfError: ProcessExecutor was created")
+    assert 'if __name__ == "__main__":' in raised
