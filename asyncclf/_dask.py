@@ -25,9 +25,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import math
 import pickle
 import sys
 import threading
+import time
 import uuid
 import weakref
 from collections import OrderedDict
@@ -73,7 +75,9 @@ class DaskExecutor(ThreadExecutor):
 
     By default the limiter has one token per worker thread of the cluster (the sum of
     its workers' ``nthreads``, read when the executor is first used; until then, one per
-    CPU of this machine). ``async with DaskExecutor(...) as executor`` connects at once.
+    CPU of this machine), and follows the cluster as it grows or shrinks: asked again
+    after a batch every :attr:`FOLLOW_EVERY` seconds, from the thread that waited for
+    it. ``async with DaskExecutor(...) as executor`` connects at once.
 
     Args:
         client_or_address: A synchronous ``distributed.Client``, used as given and
@@ -113,12 +117,17 @@ class DaskExecutor(ThreadExecutor):
             self._client = client_or_address
             self.address = str(client_or_address.scheduler.address)
         self._nthreads: int | None = None
+        self._asked = -math.inf
         self._closed = False
         self._waiting: set[Any] = set()
         self._lock = threading.Lock()
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._shipments: weakref.WeakKeyDictionary[Any, _Shipment] = weakref.WeakKeyDictionary()
         super().__init__(limiter)
+
+    FOLLOW_EVERY = 2.0
+    """Seconds between two questions to the scheduler for the cluster's worker threads
+    (Dask's client refreshes its own view of the scheduler as often)."""
 
     def __repr__(self) -> str:
         return f"<DaskExecutor {self.address!r} threads={self._nthreads}>"
@@ -154,8 +163,26 @@ class DaskExecutor(ThreadExecutor):
                 self._client = client
                 self._finalizer = weakref.finalize(self, _close_client, client)
             if self._nthreads is None:
-                self._nthreads = sum(self._client.nthreads().values()) or None
+                self._count_threads(self._client)
             return self._client
+
+    def _count_threads(self, client: Any) -> None:
+        """Ask the scheduler how many worker threads the cluster has (in a thread).
+
+        The default limiter takes the new count at the next ``acquire``, on the event
+        loop. A cluster without workers keeps the last count: its batches wait for one
+        to join, as any Dask task does.
+        """
+        self._asked = time.monotonic()
+        threads = client.scheduler_info(n_workers=0).get("total_threads")
+        if threads:
+            self._nthreads = int(threads)
+
+    def _follow(self, client: Any) -> None:
+        """Count the cluster's threads again if :attr:`FOLLOW_EVERY` has passed."""
+        if time.monotonic() - self._asked >= self.FOLLOW_EVERY:
+            with contextlib.suppress(Exception):  # the next batch asks again
+                self._count_threads(client)
 
     async def _ready(self) -> None:
         """Connect (in a thread) on first use, then size the default limiter."""
@@ -352,6 +379,7 @@ class DaskExecutor(ThreadExecutor):
                     raise AsyncClfError(msg)
                 send = True
                 continue
+            self._follow(client)
             answer: T = result
             return answer
 

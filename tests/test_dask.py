@@ -73,6 +73,16 @@ def tasks_processing(dask_scheduler: Any) -> int:
     return sum(task.state == "processing" for task in dask_scheduler.tasks.values())
 
 
+def until_workers(client: Any, count: int) -> bool:
+    """Wait in a thread, up to 60 s, for the cluster to have ``count`` workers."""
+    deadline = time.monotonic() + 60
+    while len(client.nthreads()) != count:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def until_no_task_processing(client: Any) -> bool:
     """Wait in a thread, up to 10 s, for the scheduler to have no task running."""
     deadline = time.monotonic() + 10
@@ -290,6 +300,34 @@ async def test_the_default_limiter_has_a_token_per_cluster_thread(
     assert (await clf.classify("spam")).label == "spam"
     assert clf.limiter_ is shared
     assert shared.total_tokens == 1
+
+
+async def test_the_default_limiter_follows_the_cluster_as_it_grows_and_shrinks(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker joining the cluster adds a token to the default limiter and one leaving
+    takes it away: the executor asks the scheduler after a batch (here after every
+    batch), and the next call takes the new count."""
+    monkeypatch.setattr(DaskExecutor, "FOLLOW_EVERY", 0.0)
+    await in_thread(client.wait_for_workers, 2, 30)
+    clf = AsyncClassifier(KeywordClassifier(), executor=DaskExecutor(client))
+    await clf.fit(TRAIN_X, TRAIN_Y)
+    assert clf.limiter_.total_tokens == 2
+
+    async def tokens_after_two_calls() -> float:
+        for _ in range(2):  # the first asks the scheduler, the second takes the count
+            assert (await clf.classify("spam")).label == "spam"
+        return clf.limiter_.total_tokens
+
+    cluster = client.cluster
+    try:
+        await in_thread(cluster.scale, 3)
+        await in_thread(client.wait_for_workers, 3, 60)
+        assert await tokens_after_two_calls() == 3
+    finally:
+        await in_thread(cluster.scale, 2)
+        assert await in_thread(until_workers, client, 2)
+    assert await tokens_after_two_calls() == 2
 
 
 async def test_an_address_gets_its_own_client_which_aclose_closes(client: Any) -> None:
