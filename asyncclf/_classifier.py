@@ -599,9 +599,10 @@ class AsyncClassifier(Generic[Label]):
         """Classify a stream of texts, yielding one :class:`Prediction` per text, in order.
 
         Use it as ``async with clf.stream(texts) as results: async for p in results``.
-        Texts are read ahead and batched, with at most ``max_in_flight`` (default
-        ``2 * max_batch_size``) read but not yet consumed, so memory stays flat and a
-        slow consumer slows the reading of ``source``. Leaving the block stops reading,
+        Texts are read ahead and batched, with at most ``max_in_flight`` read but not
+        yet consumed, so memory stays flat and a slow consumer slows the reading of
+        ``source``. Up to one batch per limiter token runs at once, the results still
+        in input order. Leaving the block stops reading,
         withdraws queued texts and closes ``source``'s iterator if it has ``aclose`` or
         ``close`` (as ``contextlib.aclosing`` would); a batch already running finishes
         in its worker thread without anyone waiting for it. An error raised by
@@ -613,7 +614,9 @@ class AsyncClassifier(Generic[Label]):
             on_error: ``"raise"`` ends the stream with the exception of the first text
                 that failed (a bad item or an estimator error); ``"yield"`` yields a
                 :class:`FailedPrediction` carrying the exception and carries on.
-            max_in_flight: The read-ahead bound.
+            max_in_flight: The read-ahead bound, in texts; by default
+                ``(N + 1) * max_batch_size`` for a limiter of ``N`` tokens (read when
+                the stream starts): a batch for every worker and one filling.
             progress: ``True`` for a tqdm bar (notebook-aware), or a callable
                 ``progress(done, total)``, called as texts are classified; ``total`` is
                 ``len(source)`` when it has one, else ``None``.
@@ -643,7 +646,7 @@ class AsyncClassifier(Generic[Label]):
             convert,
             on_error=on_error,
             fail=failed,
-            max_in_flight=2 * self.max_batch_size if max_in_flight is None else max_in_flight,
+            max_in_flight=max_in_flight,
             progress=progress,
         ) as results:
             yield results
@@ -675,7 +678,6 @@ class AsyncClassifier(Generic[Label]):
             batch_key("scores"),
             source,
             scored,
-            max_in_flight=2 * self.max_batch_size,
         ) as results:
             async for index, text, score in results:
                 best.push(index, text, score)

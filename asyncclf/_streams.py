@@ -212,6 +212,11 @@ class _Raise:
         self.error = error
 
 
+_MAX_WIDTH = 256
+"""Batches a stream runs at once, at most, whatever the limiter (which may have
+infinite tokens): a bound on the default read-ahead, 257 batches."""
+
+
 @asynccontextmanager
 async def open_stream(
     batcher: Batcher,
@@ -221,22 +226,31 @@ async def open_stream(
     *,
     on_error: Literal["raise", "yield"] = "raise",
     fail: Fail[T] | None = None,
-    max_in_flight: int,
+    max_in_flight: int | None = None,
     progress: Progress = None,
 ) -> AsyncIterator[_Results[T]]:
-    """Stream ``convert``-ed results for the texts of ``source``; see the module docs."""
+    """Stream ``convert``-ed results for the texts of ``source``; see the module docs.
+
+    ``max_in_flight`` defaults to ``(N + 1) * max_batch_size`` texts, ``N`` being the
+    limiter's tokens: a full batch for every worker and one filling behind them.
+    """
     check_source(source)
     if on_error not in ("raise", "yield"):
         msg = f"on_error must be 'raise' or 'yield', not {on_error!r}."
         raise InvalidParameterError(msg)
-    if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
-        msg = f"max_in_flight must be an int >= 1, not {max_in_flight!r}."
+    if max_in_flight is not None and (
+        isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1
+    ):
+        msg = f"max_in_flight must be an int >= 1 or None, not {max_in_flight!r}."
         raise InvalidParameterError(msg)
-    pending: deque[Request] = deque()
-    window = _Window(max_in_flight)
     # Requests waited for at once, each leading at most one batch: one per limiter token
     # (read now), and never more than the window lets in.
-    width = max(1, int(min(batcher.executor.limiter.total_tokens, max_in_flight)))
+    tokens = max(1, int(min(batcher.executor.limiter.total_tokens, _MAX_WIDTH)))
+    if max_in_flight is None:
+        max_in_flight = (tokens + 1) * batcher.max_batch_size
+    width = min(tokens, max_in_flight)
+    pending: deque[Request] = deque()
+    window = _Window(max_in_flight)
     total = len(source) if isinstance(source, Sized) else None
     reporter = Reporter(progress, "stream", total)
     # The window bounds the texts in flight, so the channels need no bound of their own.
