@@ -7,16 +7,26 @@ the event loop's longest stall while the 20 Newsgroups fit runs, how long a canc
 fit takes to return, stream and 5,000-caller ``classify`` throughput as ratios of one
 single-thread vectorised ``predict_proba`` over the same texts (the median of three
 back-to-back pairs), and the resident memory of each worker process.
+
+Beside the processes' figures it prints what the machine gives at that moment: a plain
+``concurrent.futures.ProcessPoolExecutor`` with as many processes, mapping
+``predict_proba`` over the same texts in ``max_batch_size`` chunks (no asyncclf), as
+a ratio of the same single-thread call. On a shared machine this ceiling moves from
+run to run (two busy processes do not always get two cores), so compare the two.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import multiprocessing
 import os
+import pickle
 import statistics
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +35,34 @@ from _data import news_split
 from throughput import lag_monitor, timed_sync
 
 from asyncclf import AsyncClassifier
+from asyncclf._work import call_in_worker
+
+_MODEL: Any = None
+
+
+def _load_model(path: str) -> None:
+    """Pool initializer: load the pickled model once per process."""
+    global _MODEL
+    with open(path, "rb") as file:
+        _MODEL = pickle.load(file)
+
+
+def _predict_chunk(texts: list[str]) -> None:
+    # As asyncclf's workers call it: BLAS/OpenMP capped to one thread.
+    call_in_worker({}, 1, _MODEL.predict_proba, (texts,))
+
+
+def pool_ceiling(pool: ProcessPoolExecutor, estimator: Any, texts: list[str], size: int) -> float:
+    """A plain process pool over ``texts`` in chunks, as a ratio of one single-thread call."""
+    chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
+    base = timed_sync(functools.partial(estimator.predict_proba, texts))
+    started = time.perf_counter()
+    list(pool.map(_predict_chunk, chunks))
+    return base / (time.perf_counter() - started)
 
 
 def worker_rss() -> list[float]:
-    """MiB resident in each child process of this one (the worker processes)."""
+    """MiB resident in each of anyio's worker processes, children of this one."""
     me = os.getpid()
     sizes = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -36,6 +70,8 @@ def worker_rss() -> list[float]:
             fields = stat.read_text().rsplit(")", 1)[1].split()
             if int(fields[1]) != me:
                 continue
+            if b"anyio" not in (stat.parent / "cmdline").read_bytes():
+                continue  # the ceiling's pool
             status = (stat.parent / "status").read_text()
         except (OSError, IndexError, ValueError):
             continue
@@ -53,84 +89,110 @@ def main() -> None:
     train_x, train_y, test_x, _ = news_split()
     texts = test_x[:1500] if args.quick else test_x
     callers = texts[:5000]
+    workers = len(os.sched_getaffinity(0))
+    model = tempfile.NamedTemporaryFile(suffix=".pickle", delete=False)  # noqa: SIM115
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_load_model,
+        initargs=(model.name,),
+    )
 
-    for executor in ("threads", "processes"):
-        clf = AsyncClassifier(executor=executor)
-        samples: list[float] = []
+    try:
+        for executor in ("threads", "processes"):
+            clf = AsyncClassifier(executor=executor)
+            samples: list[float] = []
 
-        async def fit(clf: AsyncClassifier = clf, samples: list[float] = samples) -> float:
-            stop = anyio.Event()
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(lag_monitor, samples, stop)
-                started = time.perf_counter()
-                await clf.fit(train_x, train_y)
-                elapsed = time.perf_counter() - started
-                stop.set()
-            return elapsed
-
-        elapsed = anyio.run(fit)
-        p99 = statistics.quantiles(samples, n=100)[-1]
-        print(
-            f"{executor:9}: 20 Newsgroups fit {elapsed:.2f} s; event-loop stall during it: "
-            f"max {max(samples) * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms "
-            f"({len(samples)} wake-ups of a 5 ms sleeper)"
-        )
-
-        async def cancelled_fit(clf: AsyncClassifier = clf) -> tuple[float, int]:
-            version = clf.version
-            with anyio.move_on_after(1.0):
-                await clf.fit(train_x, train_y)
-            cancelled_at = time.perf_counter()
-            return cancelled_at, version
-
-        started = time.perf_counter()
-        returned, version = anyio.run(cancelled_fit)
-        late = returned - started - 1.0
-        print(
-            f"{executor:9}: a fit cancelled after 1 s returned {late:.2f} s after the "
-            f"cancellation; model version still {clf.version} (was {version})"
-        )
-
-        estimator = clf.estimator_
-
-        async def throughput(
-            clf: AsyncClassifier = clf, estimator: Any = estimator
-        ) -> tuple[float, float, list[float]]:
-            # One event loop for all of it: worker processes live as long as their loop.
-            async def stream() -> None:
-                async with clf.stream(texts) as results:
-                    async for _ in results:
-                        pass
-
-            async def concurrent() -> None:
-                async def one(text: str) -> None:
-                    await clf.classify(text)
-
+            async def fit(clf: AsyncClassifier = clf, samples: list[float] = samples) -> float:
+                stop = anyio.Event()
                 async with anyio.create_task_group() as tasks:
-                    for text in callers:
-                        tasks.start_soon(one, text)
-
-            async def ratio(job: Callable[[], Awaitable[None]], batch: list[str]) -> float:
-                ratios = []
-                for _ in range(repeats):
-                    base = timed_sync(functools.partial(estimator.predict_proba, batch))
+                    tasks.start_soon(lag_monitor, samples, stop)
                     started = time.perf_counter()
-                    await job()
-                    ratios.append(base / (time.perf_counter() - started))
-                return statistics.median(ratios)
+                    await clf.fit(train_x, train_y)
+                    elapsed = time.perf_counter() - started
+                    stop.set()
+                return elapsed
 
-            await stream()  # warm up: workers start, the model ships to each
-            return await ratio(stream, texts), await ratio(concurrent, callers), worker_rss()
-
-        for backend in ("asyncio", "trio"):
-            streamed, crowd, rss = anyio.run(throughput, backend=backend)
+            elapsed = anyio.run(fit)
+            p99 = statistics.quantiles(samples, n=100)[-1]
             print(
-                f"{executor:9} on {backend:7}: stream {streamed:.2f}, {len(callers)} concurrent "
-                f"classify {crowd:.2f} (x one single-thread vectorised predict_proba)"
+                f"{executor:9}: 20 Newsgroups fit {elapsed:.2f} s; event-loop stall during it: "
+                f"max {max(samples) * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms "
+                f"({len(samples)} wake-ups of a 5 ms sleeper)"
             )
+
+            async def cancelled_fit(clf: AsyncClassifier = clf) -> tuple[float, int]:
+                version = clf.version
+                with anyio.move_on_after(1.0):
+                    await clf.fit(train_x, train_y)
+                cancelled_at = time.perf_counter()
+                return cancelled_at, version
+
+            started = time.perf_counter()
+            returned, version = anyio.run(cancelled_fit)
+            late = returned - started - 1.0
+            print(
+                f"{executor:9}: a fit cancelled after 1 s returned {late:.2f} s after the "
+                f"cancellation; model version still {clf.version} (was {version})"
+            )
+
+            estimator = clf.estimator_
             if executor == "processes":
-                sizes = ", ".join(f"{size:.0f}" for size in rss)
-                print(f"  worker processes' resident memory (MiB): {sizes}")
+                with model:
+                    pickle.dump(estimator, model)
+                list(pool.map(_predict_chunk, [texts[:2]] * workers))  # start, load the model
+
+            async def throughput(
+                clf: AsyncClassifier = clf, estimator: Any = estimator
+            ) -> tuple[float, float, list[float]]:
+                # One event loop for all of it: worker processes live as long as their loop.
+                async def stream() -> None:
+                    async with clf.stream(texts) as results:
+                        async for _ in results:
+                            pass
+
+                async def concurrent() -> None:
+                    async def one(text: str) -> None:
+                        await clf.classify(text)
+
+                    async with anyio.create_task_group() as tasks:
+                        for text in callers:
+                            tasks.start_soon(one, text)
+
+                async def ratio(job: Callable[[], Awaitable[None]], batch: list[str]) -> float:
+                    ratios = []
+                    for _ in range(repeats):
+                        base = timed_sync(functools.partial(estimator.predict_proba, batch))
+                        started = time.perf_counter()
+                        await job()
+                        ratios.append(base / (time.perf_counter() - started))
+                    return statistics.median(ratios)
+
+                await stream()  # warm up: workers start, the model ships to each
+                return await ratio(stream, texts), await ratio(concurrent, callers), worker_rss()
+
+            for backend in ("asyncio", "trio"):
+                streamed, crowd, rss = anyio.run(throughput, backend=backend)
+                print(
+                    f"{executor:9} on {backend:7}: stream {streamed:.2f}, {len(callers)} "
+                    f"concurrent classify {crowd:.2f} (x one single-thread vectorised "
+                    "predict_proba)"
+                )
+                if executor == "processes":
+                    sizes = ", ".join(f"{size:.0f}" for size in rss)
+                    print(f"  worker processes' resident memory (MiB): {sizes}")
+                    ceilings = [
+                        pool_ceiling(pool, estimator, texts, clf.max_batch_size)
+                        for _ in range(repeats)
+                    ]
+                    print(
+                        f"  the machine now: a plain pool of {workers} processes over the same "
+                        f"chunks {statistics.median(ceilings):.2f} "
+                        f"({', '.join(f'{c:.2f}' for c in ceilings)})"
+                    )
+    finally:
+        pool.shutdown()
+        os.remove(model.name)
 
 
 if __name__ == "__main__":
