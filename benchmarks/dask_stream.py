@@ -10,8 +10,10 @@ throughput of ``stream`` over the test set as a ratio of one single-thread vecto
 of back-to-back pairs (sync time / stream time), so the machine's drift cancels. The
 cluster is measured with its default limiter (a token per worker thread) and with
 twice that, which keeps a batch queued behind each running one. Also
-prints what crosses to each worker once per model version, and how long the first
-stream took (the one that sends the model).
+prints what crosses to each worker once per model version, how long the first
+stream took (the one that sends the model), and what a plain process pool of as many
+processes gets from the machine at that moment over the same texts (no asyncclf, no
+Dask): on a shared machine two busy processes do not always get two cores.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 
 import anyio
 from _data import news_split
+from _pool import machine_pool, pool_ceiling
 from distributed import Client, LocalCluster
 
 from asyncclf import AsyncClassifier, DaskExecutor, _work
@@ -48,15 +51,14 @@ def timed_stream(
     clf: AsyncClassifier, texts: list[str], backend: str, tokens: int | None = None
 ) -> float:
     """Seconds to stream ``texts``; with ``tokens``, under a limiter of that many tokens
-    and with room in flight for that many batches."""
+    (the default read-ahead then has room for a batch per token and one filling)."""
 
     async def stream() -> float:
         # A limiter belongs to one event loop: a new one in each run, or the default.
         clf.set_params(limiter=None if tokens is None else anyio.CapacityLimiter(tokens))
-        room = None if tokens is None else tokens * clf.max_batch_size
         started = time.perf_counter()
         count = 0
-        async with clf.stream(texts, max_in_flight=room) as results:
+        async with clf.stream(texts) as results:
             async for _ in results:
                 count += 1
         assert count == len(texts)
@@ -117,14 +119,20 @@ def main() -> None:
                 timed_stream(on_dask, texts, backend)
             sync()
             rows = []
-            for backend in ("asyncio", "trio"):
-                for name, clf, tokens in (
-                    ("threads", threads, None),
-                    ("DaskExecutor, 2 x 1 thread", on_dask, None),
-                    ("  the same, 4 tokens", on_dask, 4),
-                ):
-                    variant = functools.partial(timed_stream, clf, texts, backend, tokens)
-                    rows.append((backend, name, paired(repeats, sync, variant)))
+            with machine_pool(estimator, 2) as pool:
+                for backend in ("asyncio", "trio"):
+                    for name, clf, tokens in (
+                        ("threads", threads, None),
+                        ("DaskExecutor, 2 x 1 thread", on_dask, None),
+                        ("  the same, 4 tokens", on_dask, 4),
+                    ):
+                        variant = functools.partial(timed_stream, clf, texts, backend, tokens)
+                        rows.append((backend, name, paired(repeats, sync, variant)))
+                    ceilings = [
+                        pool_ceiling(pool, estimator, texts, threads.max_batch_size)
+                        for _ in range(repeats)
+                    ]
+                    rows.append(("", "plain pool of 2 processes", statistics.median(ceilings)))
             base = min(sync() for _ in range(repeats))
 
     print(f"\n20 Newsgroups test texts: {len(texts)}")

@@ -18,47 +18,21 @@ run to run (two busy processes do not always get two cores), so compare the two.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
-import multiprocessing
 import os
-import pickle
 import statistics
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import anyio
 from _data import news_split
+from _pool import machine_pool, pool_ceiling
 from throughput import lag_monitor, timed_sync
 
 from asyncclf import AsyncClassifier
-from asyncclf._work import call_in_worker
-
-_MODEL: Any = None
-
-
-def _load_model(path: str) -> None:
-    """Pool initializer: load the pickled model once per process."""
-    global _MODEL
-    with open(path, "rb") as file:
-        _MODEL = pickle.load(file)
-
-
-def _predict_chunk(texts: list[str]) -> None:
-    # As asyncclf's workers call it: BLAS/OpenMP capped to one thread.
-    call_in_worker({}, 1, _MODEL.predict_proba, (texts,))
-
-
-def pool_ceiling(pool: ProcessPoolExecutor, estimator: Any, texts: list[str], size: int) -> float:
-    """A plain process pool over ``texts`` in chunks, as a ratio of one single-thread call."""
-    chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
-    base = timed_sync(functools.partial(estimator.predict_proba, texts))
-    started = time.perf_counter()
-    list(pool.map(_predict_chunk, chunks))
-    return base / (time.perf_counter() - started)
 
 
 def worker_rss() -> list[float]:
@@ -90,15 +64,8 @@ def main() -> None:
     texts = test_x[:1500] if args.quick else test_x
     callers = texts[:5000]
     workers = len(os.sched_getaffinity(0))
-    model = tempfile.NamedTemporaryFile(suffix=".pickle", delete=False)  # noqa: SIM115
-    pool = ProcessPoolExecutor(
-        workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_load_model,
-        initargs=(model.name,),
-    )
 
-    try:
+    with contextlib.ExitStack() as stack:
         for executor in ("threads", "processes"):
             clf = AsyncClassifier(executor=executor)
             samples: list[float] = []
@@ -138,9 +105,7 @@ def main() -> None:
 
             estimator = clf.estimator_
             if executor == "processes":
-                with model:
-                    pickle.dump(estimator, model)
-                list(pool.map(_predict_chunk, [texts[:2]] * workers))  # start, load the model
+                pool = stack.enter_context(machine_pool(estimator, workers))
 
             async def throughput(
                 clf: AsyncClassifier = clf, estimator: Any = estimator
@@ -190,9 +155,6 @@ def main() -> None:
                         f"chunks {statistics.median(ceilings):.2f} "
                         f"({', '.join(f'{c:.2f}' for c in ceilings)})"
                     )
-    finally:
-        pool.shutdown()
-        os.remove(model.name)
 
 
 if __name__ == "__main__":
