@@ -27,6 +27,7 @@ from asyncclf import (
     default_estimator,
 )
 
+from .conftest import Classifiers
 from .fakes import (
     LABELS,
     TRAIN_X,
@@ -40,15 +41,15 @@ from .fakes import (
 pytestmark = pytest.mark.anyio
 
 
-async def fitted(estimator: Any = None, **kwargs: Any) -> AsyncClassifier:
-    clf = AsyncClassifier(KeywordClassifier() if estimator is None else estimator, **kwargs)
+async def fitted(make: Classifiers, estimator: Any = None, **kwargs: Any) -> AsyncClassifier:
+    clf = make(KeywordClassifier() if estimator is None else estimator, **kwargs)
     return await clf.fit(TRAIN_X, TRAIN_Y)
 
 
-async def test_fit_returns_self_and_sets_attributes() -> None:
+async def test_fit_returns_self_and_sets_attributes(make: Classifiers) -> None:
     """fit returns the classifier, bumps version to 1 and exposes classes_/estimator_."""
     template = KeywordClassifier()
-    clf = AsyncClassifier(template)
+    clf = make(template)
     assert clf.version == 0
     assert await clf.fit(TRAIN_X, TRAIN_Y) is clf
     assert clf.version == 1
@@ -57,9 +58,9 @@ async def test_fit_returns_self_and_sets_attributes() -> None:
     assert not hasattr(template, "classes_"), "the template estimator must stay unfitted"
 
 
-async def test_predictions_match_the_estimator() -> None:
+async def test_predictions_match_the_estimator(make: Classifiers) -> None:
     """predict, predict_proba and score equal the synchronous estimator's answers."""
-    clf = await fitted()
+    clf = await fitted(make)
     texts = ["spam spam ham", "eggs", "ham ham", "nothing"]
     sync = clf.estimator_
     np.testing.assert_array_equal(await clf.predict(texts), sync.predict(texts))
@@ -67,9 +68,9 @@ async def test_predictions_match_the_estimator() -> None:
     assert await clf.score(texts, ["spam", "eggs", "ham", "ham"]) == pytest.approx(0.75)
 
 
-async def test_predicting_before_fit_raises_not_fitted() -> None:
+async def test_predicting_before_fit_raises_not_fitted(make: Classifiers) -> None:
     """Every prediction before the first fit raises NotFittedError (also sklearn's)."""
-    clf = AsyncClassifier(KeywordClassifier())
+    clf = make(KeywordClassifier())
     for call in (
         clf.predict(["a"]),
         clf.predict_proba(["a"]),
@@ -84,9 +85,9 @@ async def test_predicting_before_fit_raises_not_fitted() -> None:
     assert not hasattr(clf, "estimator_")
 
 
-async def test_empty_input_returns_empty_results() -> None:
+async def test_empty_input_returns_empty_results(make: Classifiers) -> None:
     """An empty X gives empty results of the right shape, without calling the estimator."""
-    clf = await fitted()
+    clf = await fitted(make)
     assert (await clf.predict([])).shape == (0,)
     assert (await clf.predict_proba([])).shape == (0, 3)
     assert await clf.rank([], "ham") == []
@@ -105,9 +106,9 @@ async def test_empty_input_returns_empty_results() -> None:
         (42, r"iterable of str, not int"),
     ],
 )
-async def test_bad_texts_raise_clear_errors(bad: Any, match: str) -> None:
+async def test_bad_texts_raise_clear_errors(make: Classifiers, bad: Any, match: str) -> None:
     """Malformed X raises InvalidInputError naming the item; the classifier is unharmed."""
-    clf = await fitted()
+    clf = await fitted(make)
     before = await clf.predict_proba(["ham"])
     for call in (clf.predict, clf.predict_proba, clf.group):
         with pytest.raises(InvalidInputError, match=match):
@@ -128,9 +129,11 @@ async def test_bad_texts_raise_clear_errors(bad: Any, match: str) -> None:
         (["a"], "h", r"not a single string"),
     ],
 )
-async def test_bad_training_sets_raise_and_keep_the_model(X: Any, y: Any, match: str) -> None:
+async def test_bad_training_sets_raise_and_keep_the_model(
+    make: Classifiers, X: Any, y: Any, match: str
+) -> None:
     """Bad training data raises InvalidInputError; the serving model and version stay."""
-    clf = await fitted()
+    clf = await fitted(make)
     model = clf.estimator_
     with pytest.raises(InvalidInputError, match=match):
         await clf.fit(X, y)
@@ -138,18 +141,18 @@ async def test_bad_training_sets_raise_and_keep_the_model(X: Any, y: Any, match:
     assert clf.version == 1
 
 
-async def test_invalid_input_error_is_type_and_value_error() -> None:
+async def test_invalid_input_error_is_type_and_value_error(make: Classifiers) -> None:
     """InvalidInputError can be caught as TypeError or ValueError, like sklearn's."""
-    clf = await fitted()
+    clf = await fitted(make)
     with pytest.raises(TypeError):
         await clf.predict([None])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="index 0"):
         await clf.predict([None])  # type: ignore[list-item]
 
 
-async def test_rank_orders_by_label_score_with_stable_ties() -> None:
+async def test_rank_orders_by_label_score_with_stable_ties(make: Classifiers) -> None:
     """rank sorts by the label's probability, highest first, ties in input order, top k."""
-    clf = await fitted()
+    clf = await fitted(make)
     texts = ["ham", "spam spam spam", "spam", "eggs", "spam"]
     ranked = await clf.rank(texts, "spam")
     assert [r.index for r in ranked] == [1, 2, 4, 0, 3]
@@ -160,18 +163,18 @@ async def test_rank_orders_by_label_score_with_stable_ties() -> None:
     assert await clf.rank(texts, "spam", k=0) == []
 
 
-async def test_rank_rejects_unknown_labels_and_bad_k() -> None:
+async def test_rank_rejects_unknown_labels_and_bad_k(make: Classifiers) -> None:
     """An unknown label or a negative k raises InvalidInputError listing the fix."""
-    clf = await fitted()
+    clf = await fitted(make)
     with pytest.raises(InvalidInputError, match=r"Unknown label 'bacon'.*'eggs', 'ham', 'spam'"):
         await clf.rank(["x"], "bacon")
     with pytest.raises(InvalidParameterError, match="k must be None or an int >= 0"):
         await clf.rank(["x"], "ham", k=-1)
 
 
-async def test_group_puts_each_text_under_its_prediction() -> None:
+async def test_group_puts_each_text_under_its_prediction(make: Classifiers) -> None:
     """group lists each text once, under its predicted label, most confident first."""
-    clf = await fitted()
+    clf = await fitted(make)
     texts = ["ham", "spam spam", "eggs", "spam", "ham ham ham"]
     groups = await clf.group(texts)
     assert list(groups) == ["eggs", "ham", "spam"]
@@ -184,14 +187,14 @@ async def test_group_puts_each_text_under_its_prediction() -> None:
     assert [len(v) for v in limited.values()] == [1, 1, 1]
 
 
-async def test_decision_function_estimators_rank_by_decision_values() -> None:
+async def test_decision_function_estimators_rank_by_decision_values(make: Classifiers) -> None:
     """Without predict_proba, rank and classify use decision_function; binary works too."""
-    clf = await fitted(DecisionOnlyClassifier())
+    clf = await fitted(make, DecisionOnlyClassifier())
     with pytest.raises(UnsupportedEstimatorError, match="no predict_proba"):
         await clf.predict_proba(["ham"])
     ranked = await clf.rank(["ham", "eggs eggs", "eggs"], "eggs")
     assert [r.index for r in ranked] == [1, 2, 0]
-    binary = AsyncClassifier(DecisionOnlyClassifier())
+    binary = make(DecisionOnlyClassifier())
     await binary.fit(["ham", "spam"], ["ham", "spam"])
     assert (await binary.decision_function(["spam", "ham"])).shape == (2,)
     prediction = await binary.classify("ham ham")
@@ -199,9 +202,9 @@ async def test_decision_function_estimators_rank_by_decision_values() -> None:
     assert [r.index for r in await binary.rank(["ham", "spam spam"], "ham")] == [0, 1]
 
 
-async def test_estimators_without_scores_cannot_rank() -> None:
+async def test_estimators_without_scores_cannot_rank(make: Classifiers) -> None:
     """rank, group and classify need scores: UnsupportedEstimatorError otherwise."""
-    clf = await fitted(LabelOnlyClassifier())
+    clf = await fitted(make, LabelOnlyClassifier())
     assert list(await clf.predict(["spam"])) == ["spam"]
     with pytest.raises(UnsupportedEstimatorError, match="predict_proba or decision_function"):
         await clf.rank(["spam"], "spam")
@@ -211,12 +214,12 @@ async def test_estimators_without_scores_cannot_rank() -> None:
         await clf.classify("spam")
 
 
-async def test_partial_fit_on_a_hashing_pipeline() -> None:
+async def test_partial_fit_on_a_hashing_pipeline(make: Classifiers) -> None:
     """partial_fit trains a stateless pipeline incrementally, bumping version each time."""
     pipeline = make_pipeline(
         HashingVectorizer(n_features=2**12), SGDClassifier(loss="log_loss", random_state=0)
     )
-    clf = AsyncClassifier(pipeline)
+    clf = make(pipeline)
     with pytest.raises(InvalidInputError, match="first partial_fit needs classes"):
         await clf.partial_fit(["ham"], ["ham"])
     await clf.partial_fit(TRAIN_X, TRAIN_Y, classes=LABELS)
@@ -228,11 +231,11 @@ async def test_partial_fit_on_a_hashing_pipeline() -> None:
     assert len(await clf.predict(["ham"])) == 1
 
 
-async def test_partial_fit_unsupported_estimators() -> None:
+async def test_partial_fit_unsupported_estimators(make: Classifiers) -> None:
     """The default TF-IDF pipeline cannot partial_fit before fit; a clear error says why."""
     with pytest.raises(UnsupportedEstimatorError, match="no partial_fit"):
-        await AsyncClassifier(LinearSVC()).partial_fit(["a"], ["b"])
-    clf = AsyncClassifier(make_pipeline(asyncclf.default_estimator()[0], SGDClassifier()))
+        await make(LinearSVC()).partial_fit(["a"], ["b"])
+    clf = make(make_pipeline(asyncclf.default_estimator()[0], SGDClassifier()))
     with pytest.raises(UnsupportedEstimatorError, match="step 'tfidfvectorizer' is not"):
         await clf.partial_fit(["a", "b"], ["x", "y"], classes=["x", "y"])
     assert clf.version == 0
@@ -241,9 +244,9 @@ async def test_partial_fit_unsupported_estimators() -> None:
     assert clf.version == 2
 
 
-async def test_get_and_set_params_follow_sklearn() -> None:
+async def test_get_and_set_params_follow_sklearn(make: Classifiers) -> None:
     """get_params/set_params round-trip, reach into the estimator, and validate."""
-    clf = AsyncClassifier(KeywordClassifier(), max_batch_size=8)
+    clf = make(KeywordClassifier(), max_batch_size=8)
     params = clf.get_params()
     assert params["max_batch_size"] == 8
     assert params["estimator__fail_on"] == "BOOM"
@@ -276,15 +279,17 @@ async def test_get_and_set_params_follow_sklearn() -> None:
         ({"overload": "drop"}, "overload"),
     ],
 )
-def test_constructor_rejects_bad_settings(kwargs: dict[str, Any], match: str) -> None:
+def test_constructor_rejects_bad_settings(
+    make: Classifiers, kwargs: dict[str, Any], match: str
+) -> None:
     """Bad batching settings fail at construction with a ValueError naming the setting."""
     with pytest.raises(ValueError, match=match):
-        AsyncClassifier(**kwargs)
+        make(**kwargs)
 
 
-async def test_default_estimator_learns_text() -> None:
+async def test_default_estimator_learns_text(make: Classifiers) -> None:
     """With estimator=None the default TF-IDF pipeline trains and predicts real labels."""
-    clf = AsyncClassifier()
+    clf = make()
     texts = ["free prize call now", "see you at lunch", "win cash now", "lunch at noon?"]
     await clf.fit(texts * 3, ["spam", "ham", "spam", "ham"] * 3)
     assert list(await clf.predict(["win a free prize", "lunch today?"])) == ["spam", "ham"]
@@ -292,14 +297,14 @@ async def test_default_estimator_learns_text() -> None:
     assert proba.sum() == pytest.approx(1.0)
 
 
-def test_classifier_moves_between_event_loops_and_backends() -> None:
+def test_classifier_moves_between_event_loops_and_backends(make: Classifiers) -> None:
     """A classifier made and fitted in one event loop serves from later loops of both
     backends (as successive asyncio.run or trio.run calls in a script would)."""
 
-    async def make() -> AsyncClassifier:
-        return await AsyncClassifier(KeywordClassifier()).fit(TRAIN_X, TRAIN_Y)
+    async def first() -> AsyncClassifier:
+        return await make(KeywordClassifier()).fit(TRAIN_X, TRAIN_Y)
 
-    clf = anyio.run(make, backend="asyncio")
+    clf = anyio.run(first, backend="asyncio")
 
     async def use() -> list[Any]:
         labels = list(await clf.predict(["spam spam"]))
@@ -313,10 +318,10 @@ def test_classifier_moves_between_event_loops_and_backends() -> None:
     assert clf.version == 4
 
 
-async def test_fit_reports_progress_at_start_and_end() -> None:
+async def test_fit_reports_progress_at_start_and_end(make: Classifiers) -> None:
     """fit's progress callback hears 0 texts done at the start and all at the end."""
     calls: list[tuple[int, int | None]] = []
-    clf = AsyncClassifier(KeywordClassifier())
+    clf = make(KeywordClassifier())
     await clf.fit(TRAIN_X, TRAIN_Y, progress=lambda done, total: calls.append((done, total)))
     assert calls == [(0, 6), (6, 6)]
 
@@ -332,10 +337,12 @@ async def test_fit_reports_progress_at_start_and_end() -> None:
         (np.array([3, 4, 5, 3, 4, 5], dtype=np.int64), np.array([3, 4, 5])),
     ],
 )
-async def test_score_works_for_int_and_bool_labels(labels: Any, probe: Any) -> None:
+async def test_score_works_for_int_and_bool_labels(
+    make: Classifiers, labels: Any, probe: Any
+) -> None:
     """score() computes accuracy for int, bool and numpy integer labels, not only str."""
     texts = ["ham and more ham", "spam spam", "eggs", "ham", "spam", "eggs eggs"]
-    clf = await fitted(KeywordClassifier(), max_latency=0)
+    clf = await fitted(make, KeywordClassifier(), max_latency=0)
     await clf.fit(texts, labels)
     predicted = list(await clf.predict(texts[:3]))
     expected = sum(a == b for a, b in zip(predicted, list(probe), strict=True)) / 3
@@ -355,17 +362,19 @@ async def test_score_works_for_int_and_bool_labels(labels: Any, probe: Any) -> N
         ([None, "a"] * 3, r"index 0 is None; every text needs a label"),
     ],
 )
-async def test_bad_or_mixed_labels_are_refused_with_the_index(labels: Any, match: str) -> None:
+async def test_bad_or_mixed_labels_are_refused_with_the_index(
+    make: Classifiers, labels: Any, match: str
+) -> None:
     """Mixed label kinds (merged by sklearn), tuples and NaN labels are refused clearly."""
-    clf = AsyncClassifier(KeywordClassifier())
+    clf = make(KeywordClassifier())
     with pytest.raises(InvalidInputError, match=match):
         await clf.fit(TRAIN_X, labels)
     assert clf.version == 0
 
 
-async def test_score_refuses_labels_of_another_kind_than_the_classes() -> None:
+async def test_score_refuses_labels_of_another_kind_than_the_classes(make: Classifiers) -> None:
     """score with str labels on an int-labelled model says so instead of scoring 0."""
-    clf = await fitted(max_latency=0)
+    clf = await fitted(make, max_latency=0)
     await clf.fit(TRAIN_X, [0, 1, 2, 0, 1, 2])
     with pytest.raises(InvalidInputError, match=r"holds str labels .* classes are int"):
         await clf.score(TRAIN_X, ["0", "1", "2", "0", "1", "2"])
@@ -373,9 +382,11 @@ async def test_score_refuses_labels_of_another_kind_than_the_classes() -> None:
         await clf.rank(TRAIN_X, True)
 
 
-async def test_a_progress_callback_failing_at_the_end_discards_the_new_model() -> None:
+async def test_a_progress_callback_failing_at_the_end_discards_the_new_model(
+    make: Classifiers,
+) -> None:
     """If fit's progress callback raises at the end, fit raises and nothing is swapped."""
-    clf = await fitted()
+    clf = await fitted(make)
     before = clf.estimator_
 
     def progress(done: int, total: int | None) -> None:
@@ -390,26 +401,28 @@ async def test_a_progress_callback_failing_at_the_end_discards_the_new_model() -
 
 
 @pytest.mark.parametrize("k", [None, -1, 1.5, "3", True])
-async def test_top_k_refuses_a_bad_k(k: Any) -> None:
+async def test_top_k_refuses_a_bad_k(make: Classifiers, k: Any) -> None:
     """top_k needs an int k >= 0: None, negatives, floats, strings and bools are refused."""
-    clf = await fitted()
+    clf = await fitted(make)
     with pytest.raises(InvalidParameterError, match="k must be an int >= 0"):
         await clf.top_k(["spam"], "spam", k)
 
 
-async def test_k_accepts_numpy_integers() -> None:
+async def test_k_accepts_numpy_integers(make: Classifiers) -> None:
     """rank, group and top_k accept numpy integers for k."""
-    clf = await fitted()
+    clf = await fitted(make)
     texts = ["spam", "spam spam", "eggs", "ham"]
     assert len(await clf.rank(texts, "spam", k=np.int64(2))) == 2
     assert len(await clf.top_k(texts, "spam", np.int32(3))) == 3
     assert sum(map(len, (await clf.group(texts, k=np.uint8(1))).values())) == 3
 
 
-async def test_partial_fit_on_a_serving_model_without_partial_fit_says_why() -> None:
+async def test_partial_fit_on_a_serving_model_without_partial_fit_says_why(
+    make: Classifiers,
+) -> None:
     """After set_params swaps in an incremental estimator, partial_fit on a model fitted
     by fit names the serving model's class instead of an AttributeError."""
-    clf = await AsyncClassifier().fit(TRAIN_X, TRAIN_Y)
+    clf = await make().fit(TRAIN_X, TRAIN_Y)
     clf.set_params(estimator=make_pipeline(HashingVectorizer(), SGDClassifier()))
     with pytest.raises(UnsupportedEstimatorError, match=r"CalibratedClassifierCV \(the serving"):
         await clf.partial_fit(["ham"], ["ham"])
@@ -420,17 +433,17 @@ async def test_partial_fit_on_a_serving_model_without_partial_fit_says_why() -> 
         await clf.partial_fit(["ham"], [1])
 
 
-async def test_partial_fit_refuses_classes_of_another_kind_than_y() -> None:
+async def test_partial_fit_refuses_classes_of_another_kind_than_y(make: Classifiers) -> None:
     """classes and y of different label kinds are refused before any work."""
-    clf = AsyncClassifier(KeywordClassifier())
+    clf = make(KeywordClassifier())
     with pytest.raises(InvalidInputError, match="classes holds int labels but y holds str"):
         await clf.partial_fit(["ham"], ["ham"], classes=[0, 1])
 
 
-def test_set_params_is_all_or_nothing() -> None:
+def test_set_params_is_all_or_nothing(make: Classifiers) -> None:
     """A set_params call with one bad name or value changes nothing at all."""
     estimator = KeywordClassifier()
-    clf = AsyncClassifier(estimator, max_batch_size=8)
+    clf = make(estimator, max_batch_size=8)
     with pytest.raises(InvalidParameterError, match="estimator__nope"):
         clf.set_params(max_batch_size=16, estimator__nope=1)
     assert clf.max_batch_size == 8
@@ -487,20 +500,24 @@ async def test_sklearn_clone_keeps_a_shared_limiter_and_its_tokens() -> None:
     "kwargs",
     [{"max_batch_size": 0}, {"overload": "drop"}, {"limiter": 4}, {"estimator": "svm"}],
 )
-def test_bad_settings_raise_invalid_parameter_error(kwargs: dict[str, Any]) -> None:
+def test_bad_settings_raise_invalid_parameter_error(
+    make: Classifiers, kwargs: dict[str, Any]
+) -> None:
     """Bad constructor values raise InvalidParameterError, an AsyncClfError."""
     with pytest.raises(AsyncClfError):
-        AsyncClassifier(**kwargs)
+        make(**kwargs)
     with pytest.raises(InvalidParameterError):
-        AsyncClassifier(**kwargs)
+        make(**kwargs)
 
 
-def test_set_params_that_the_estimator_refuses_halfway_changes_nothing() -> None:
+def test_set_params_that_the_estimator_refuses_halfway_changes_nothing(
+    make: Classifiers,
+) -> None:
     """Nested parameters the estimator's own set_params refuses after applying some
     (replace a step, then set a parameter it lost) raise InvalidParameterError and
     leave the estimator and every setting as they were."""
     pipeline = make_pipeline(HashingVectorizer(), SGDClassifier())
-    clf = AsyncClassifier(pipeline, max_batch_size=8)
+    clf = make(pipeline, max_batch_size=8)
     with pytest.raises(InvalidParameterError, match="refused the parameters"):
         clf.set_params(
             max_batch_size=7,
@@ -514,9 +531,9 @@ def test_set_params_that_the_estimator_refuses_halfway_changes_nothing() -> None
 
 @pytest.mark.parametrize(("classes", "match"), [("ab", "not a single string"), (5, "not int")])
 async def test_partial_fit_refuses_classes_that_are_no_list_of_labels(
-    classes: Any, match: str
+    make: Classifiers, classes: Any, match: str
 ) -> None:
     """classes given as one string or a number is refused, not read as characters."""
-    clf = AsyncClassifier(make_pipeline(HashingVectorizer(), SGDClassifier()))
+    clf = make(make_pipeline(HashingVectorizer(), SGDClassifier()))
     with pytest.raises(InvalidInputError, match=f"classes .*{match}"):
         await clf.partial_fit(["a"], ["a"], classes=classes)
