@@ -13,14 +13,15 @@ from hypothesis import strategies as st
 
 from asyncclf import AsyncClassifier, FailedPrediction, InvalidInputError, Prediction
 
+from .conftest import Classifiers
 from .fakes import TRAIN_X, TRAIN_Y, KeywordClassifier, RecordingClassifier, settle
 from .test_batching import turnstiled
 
 pytestmark = pytest.mark.anyio
 
 
-async def fitted(**kwargs: Any) -> AsyncClassifier:
-    return await AsyncClassifier(RecordingClassifier(), **kwargs).fit(TRAIN_X, TRAIN_Y)
+async def fitted(make: Classifiers, **kwargs: Any) -> AsyncClassifier:
+    return await make(RecordingClassifier(), **kwargs).fit(TRAIN_X, TRAIN_Y)
 
 
 class Source:
@@ -60,9 +61,11 @@ async def collect(clf: AsyncClassifier, source: Any, into: list[Prediction]) -> 
 
 
 @given(st.lists(st.sampled_from(["ham", "spam spam", "eggs", "ham eggs", ""]), max_size=60))
-async def test_stream_yields_one_prediction_per_input_in_order(texts: list[str]) -> None:
+async def test_stream_yields_one_prediction_per_input_in_order(
+    make: Classifiers, texts: list[str]
+) -> None:
     """Sync and async sources give one Prediction per text, in order, index from 0."""
-    clf = await fitted(max_batch_size=4)
+    clf = await fitted(make, max_batch_size=4)
     for source in (texts, Source(texts).__aiter__()):
         async with clf.stream(source, max_in_flight=5) as results:
             got = [p async for p in results]
@@ -73,9 +76,9 @@ async def test_stream_yields_one_prediction_per_input_in_order(texts: list[str])
             assert (p.label, p.score, p.version) == (clf.classes_[row.argmax()], row.max(), 1)
 
 
-async def test_slow_consumer_slows_the_source() -> None:
+async def test_slow_consumer_slows_the_source(make: Classifiers) -> None:
     """The stream reads at most max_in_flight (plus the one in hand) beyond the consumer."""
-    clf = await fitted(max_batch_size=4)
+    clf = await fitted(make, max_batch_size=4)
     source = Source([f"spam {i}" for i in range(1000)])
     texts = source.__aiter__()
     async with clf.stream(texts, max_in_flight=10) as results:
@@ -96,18 +99,18 @@ async def test_slow_consumer_slows_the_source() -> None:
     assert source.pulled == pulled, "the source was read after the stream closed"
 
 
-async def test_source_error_reaches_the_consumer_after_earlier_items() -> None:
+async def test_source_error_reaches_the_consumer_after_earlier_items(make: Classifiers) -> None:
     """An exception from the source is raised in its turn, after the items before it."""
-    clf = await fitted()
+    clf = await fitted(make)
     got: list[Prediction] = []
     with pytest.raises(OSError, match="the source broke"):
         await collect(clf, Source(["ham"] * 5, fail_after=3), got)
     assert [p.index for p in got] == [0, 1, 2]
 
 
-async def test_bad_items_raise_or_are_yielded() -> None:
+async def test_bad_items_raise_or_are_yielded(make: Classifiers) -> None:
     """on_error='raise' stops at a bad item; 'yield' gives a FailedPrediction for it."""
-    clf = await fitted()
+    clf = await fitted(make)
     texts: list[Any] = ["ham", None, "a BOOM", "spam"]
     got: list[Prediction] = []
     with pytest.raises(InvalidInputError, match="index 1 is None"):
@@ -126,9 +129,9 @@ async def test_bad_items_raise_or_are_yielded() -> None:
     assert mixed[3].label == "spam"
 
 
-async def test_cancelling_the_consumer_stops_everything() -> None:
+async def test_cancelling_the_consumer_stops_everything(make: Classifiers) -> None:
     """Cancelling a task mid-stream withdraws queued texts and leaks nothing."""
-    clf = await fitted(max_batch_size=2)
+    clf = await fitted(make, max_batch_size=2)
     source = Source([f"spam {i}" for i in range(10_000)])
     texts = source.__aiter__()
     with anyio.CancelScope() as scope:
@@ -145,9 +148,9 @@ async def test_cancelling_the_consumer_stops_everything() -> None:
     assert (await clf.classify("eggs")).label == "eggs"
 
 
-async def test_stream_rejects_bad_arguments() -> None:
+async def test_stream_rejects_bad_arguments(make: Classifiers) -> None:
     """Bad on_error or max_in_flight values raise ValueError before anything runs."""
-    clf = await fitted()
+    clf = await fitted(make)
     with pytest.raises(ValueError, match="on_error"):
         async with clf.stream(["ham"], on_error="skip"):  # type: ignore[call-overload]
             pass
@@ -163,9 +166,9 @@ async def test_stream_rejects_bad_arguments() -> None:
     st.lists(st.sampled_from(["ham", "spam", "spam spam", "eggs", "x"]), max_size=80),
     st.integers(min_value=0, max_value=10),
 )
-async def test_top_k_matches_rank(texts: list[str], k: int) -> None:
+async def test_top_k_matches_rank(make: Classifiers, texts: list[str], k: int) -> None:
     """top_k over a stream returns what rank(..., k) returns over the whole list."""
-    clf = await fitted(max_batch_size=8)
+    clf = await fitted(make, max_batch_size=8)
     got = await clf.top_k(Source(texts).__aiter__(), "spam", k)
     expected = await clf.rank(texts, "spam", k=k)
     assert [(r.index, r.text, r.score) for r in got] == [
@@ -173,9 +176,9 @@ async def test_top_k_matches_rank(texts: list[str], k: int) -> None:
     ]
 
 
-async def test_stream_reports_progress() -> None:
+async def test_stream_reports_progress(make: Classifiers) -> None:
     """A progress callback sees non-decreasing counts up to every text, and the total."""
-    clf = await fitted(max_batch_size=8)
+    clf = await fitted(make, max_batch_size=8)
     calls: list[tuple[int, int | None]] = []
     texts = [f"spam {i}" for i in range(50)]
     async with clf.stream(texts, progress=lambda done, total: calls.append((done, total))) as r:
@@ -192,18 +195,20 @@ async def test_stream_reports_progress() -> None:
     assert total is None
 
 
-async def test_stream_progress_bar_with_tqdm(capsys: pytest.CaptureFixture[str]) -> None:
+async def test_stream_progress_bar_with_tqdm(
+    make: Classifiers, capsys: pytest.CaptureFixture[str]
+) -> None:
     """progress=True draws a tqdm bar (on stderr) and changes no result."""
     pytest.importorskip("tqdm")
-    clf = await fitted()
+    clf = await fitted(make)
     async with clf.stream(["ham", "spam"], progress=True) as results:
         assert [p.label async for p in results] == ["ham", "spam"]
     assert "2/2" in capsys.readouterr().err
 
 
-async def test_bad_progress_argument_is_rejected() -> None:
+async def test_bad_progress_argument_is_rejected(make: Classifiers) -> None:
     """A progress value that is neither a bool, None nor callable is a TypeError."""
-    clf = await fitted()
+    clf = await fitted(make)
     with pytest.raises(TypeError, match="progress must be"):
         async with clf.stream(["ham"], progress="yes"):  # type: ignore[call-overload]
             pass
@@ -216,11 +221,11 @@ async def test_bad_progress_argument_is_rejected() -> None:
     max_batch_size=st.integers(min_value=1, max_value=16),
 )
 async def test_streams_and_callers_share_lanes_safely(
-    n_texts: int, stop_at: int, n_callers: int, max_batch_size: int
+    make: Classifiers, n_texts: int, stop_at: int, n_callers: int, max_batch_size: int
 ) -> None:
     """A stream left at a random point, beside concurrent classify callers in the same
     lane, leaves every caller a correct result and the classifier with nothing leaked."""
-    clf = await fitted(max_batch_size=max_batch_size, max_latency=0.001)
+    clf = await fitted(make, max_batch_size=max_batch_size, max_latency=0.001)
     texts = [("spam " if i % 2 else "eggs ") * (1 + i % 3) + str(i) for i in range(n_texts)]
     results: dict[int, Prediction] = {}
     seen: list[Prediction] = []
@@ -253,10 +258,10 @@ async def test_streams_and_callers_share_lanes_safely(
 
 
 @pytest.mark.parametrize("source", ["ham spam", b"ham spam"])
-async def test_a_bare_string_is_refused_by_stream_and_top_k(source: Any) -> None:
+async def test_a_bare_string_is_refused_by_stream_and_top_k(make: Classifiers, source: Any) -> None:
     """stream and top_k refuse a single str (or bytes), as predict does, instead of
     classifying its characters."""
-    clf = await fitted()
+    clf = await fitted(make)
     with pytest.raises(InvalidInputError, match="not a single"):
         async with clf.stream(source) as results:
             [p async for p in results]
@@ -293,10 +298,12 @@ class Tracked:
 
 
 @pytest.mark.parametrize("kind", ["sync", "async_"])
-async def test_leaving_a_stream_early_closes_the_source_generator(kind: str) -> None:
+async def test_leaving_a_stream_early_closes_the_source_generator(
+    make: Classifiers, kind: str
+) -> None:
     """Leaving a stream (or top_k being cancelled) closes the user's generator at once,
     as aclosing would, so trio never finalises it with a ResourceWarning."""
-    clf = await fitted(max_batch_size=4)
+    clf = await fitted(make, max_batch_size=4)
     tracked = Tracked()
     async with clf.stream(getattr(tracked, kind)()) as results:
         async for p in results:
@@ -311,10 +318,10 @@ async def test_leaving_a_stream_early_closes_the_source_generator(kind: str) -> 
     assert tracked.closed
 
 
-async def test_a_failed_text_yields_a_failed_prediction_typed_apart() -> None:
+async def test_a_failed_text_yields_a_failed_prediction_typed_apart(make: Classifiers) -> None:
     """on_error='yield' gives FailedPrediction (ok False, error set) for a failed text and
     Prediction (ok True, a label) for the rest; 'raise' streams only Predictions."""
-    clf = await fitted()
+    clf = await fitted(make)
     async with clf.stream(["ham", "BOOM", "spam"], on_error="yield") as results:
         got = [p async for p in results]
     assert [p.ok for p in got] == [True, False, True]
@@ -328,11 +335,11 @@ async def test_a_failed_text_yields_a_failed_prediction_typed_apart() -> None:
         got[0].__dict__  # noqa: B018  # slotted: no per-item dict
 
 
-async def test_leaving_a_stream_lets_the_source_finish_its_async_cleanup() -> None:
+async def test_leaving_a_stream_lets_the_source_finish_its_async_cleanup(make: Classifiers) -> None:
     """The source generator's finally block may await (close a cursor, say): leaving
     the stream early runs it to the end, as aclosing would, not cut by the
     cancellation that stops the reader."""
-    clf = await fitted()
+    clf = await fitted(make)
     log: list[str] = []
 
     async def source() -> AsyncGenerator[str, None]:
@@ -352,6 +359,9 @@ async def test_leaving_a_stream_lets_the_source_finish_its_async_cleanup() -> No
 
 
 # -- streams and large calls use every worker (issue 8, part 5) ------------------------
+# The turnstiled tests hold batches in a Turnstile (threading objects the estimator
+# waits on) and read a CallLog, so they run in threads only: a worker process or a
+# Dask worker would hold copies of them the test cannot see or release.
 
 
 def mixed(n: int) -> list[str]:
@@ -514,11 +524,11 @@ async def test_task_cancel_of_a_stream_with_batches_in_flight_returns_at_once(
     max_in_flight=st.integers(min_value=1, max_value=20),
 )
 async def test_streams_over_several_tokens_stay_in_order(
-    texts: list[str], tokens: int, max_batch_size: int, max_in_flight: int
+    make: Classifiers, texts: list[str], tokens: int, max_batch_size: int, max_in_flight: int
 ) -> None:
     """Whatever the tokens, batch size and window, a stream yields one result per text,
     in order: the estimator's prediction, or a FailedPrediction for a failing text."""
-    clf = await AsyncClassifier(
+    clf = await make(
         RecordingClassifier(),
         limiter=anyio.CapacityLimiter(tokens),
         max_batch_size=max_batch_size,
