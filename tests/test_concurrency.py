@@ -16,9 +16,14 @@ from anyio.lowlevel import checkpoint
 
 from asyncclf import AsyncClassifier
 
+from .conftest import Classifiers
 from .fakes import TRAIN_X, TRAIN_Y, CallLog, Gate, KeywordClassifier, RecordingClassifier, settle
 
 pytestmark = pytest.mark.anyio
+
+# Tests that take ``make`` run on every executor. The others stay in threads: they hold
+# the estimator in a Gate, or look at worker threads, sklearn's thread-local config and
+# OpenMP pools through a CallLog, none of which a worker process or Dask worker shares.
 
 
 class BrokenFit(KeywordClassifier):
@@ -119,9 +124,9 @@ async def test_predictions_during_a_fit_use_the_old_model_and_do_not_wait() -> N
     assert (await clf.classify("eggs")).version == 2
 
 
-async def test_failed_fit_keeps_the_serving_model() -> None:
+async def test_failed_fit_keeps_the_serving_model(make: Classifiers) -> None:
     """A fit that raises leaves estimator_, classes_ and version unchanged."""
-    clf = AsyncClassifier(KeywordClassifier())
+    clf = make(KeywordClassifier())
     await clf.fit(TRAIN_X, TRAIN_Y)
     old = clf.estimator_
     clf.set_params(estimator=BrokenFit())
@@ -168,9 +173,9 @@ async def test_concurrent_fits_run_one_at_a_time() -> None:
     assert clf.version == 2
 
 
-async def test_partial_fit_never_mutates_the_serving_estimator() -> None:
+async def test_partial_fit_never_mutates_the_serving_estimator(make: Classifiers) -> None:
     """partial_fit updates a copy; the estimator predictions read is never touched."""
-    clf = AsyncClassifier(KeywordClassifier())
+    clf = make(KeywordClassifier())
     await clf.partial_fit(TRAIN_X, TRAIN_Y, classes=["eggs", "ham", "spam"])
     serving = clf.estimator_
     assert serving.n_updates_ == 1
