@@ -12,13 +12,14 @@ import pytest
 
 from asyncclf import AsyncClassifier
 
+from .conftest import Classifiers
 from .fakes import TRAIN_X, TRAIN_Y, Gate, KeywordClassifier, settle
 
 
 @pytest.mark.asyncio
-async def test_gather_many_classify_calls() -> None:
+async def test_gather_many_classify_calls(make: Classifiers) -> None:
     """asyncio.gather over many classify calls returns each caller's own prediction."""
-    clf = await AsyncClassifier(KeywordClassifier()).fit(TRAIN_X, TRAIN_Y)
+    clf = await make(KeywordClassifier()).fit(TRAIN_X, TRAIN_Y)
     texts = [("spam " if i % 2 else "eggs ") * (i % 3 + 1) for i in range(200)]
     predictions = await asyncio.gather(*(clf.classify(t) for t in texts))
     assert [p.text for p in predictions] == texts
@@ -27,9 +28,9 @@ async def test_gather_many_classify_calls() -> None:
 
 
 @pytest.mark.asyncio
-async def test_wait_for_timeout_cancels_cleanly() -> None:
+async def test_wait_for_timeout_cancels_cleanly(make: Classifiers) -> None:
     """asyncio.wait_for timing out a queued call leaves the classifier consistent."""
-    clf = await AsyncClassifier(KeywordClassifier(), max_latency=5.0).fit(TRAIN_X, TRAIN_Y)
+    clf = await make(KeywordClassifier(), max_latency=5.0).fit(TRAIN_X, TRAIN_Y)
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(clf.classify("spam"), timeout=0.01)
     assert clf.statistics().queue_depth == 0
@@ -39,6 +40,7 @@ async def test_wait_for_timeout_cancels_cleanly() -> None:
 
 
 # -- native asyncio cancellation (issue 7): it lands at other moments than anyio's -------
+# These hold a batch in a Gate (or reach into the batcher), so they run in threads only.
 
 
 async def held_classifier(**kwargs: Any) -> tuple[AsyncClassifier, Gate]:

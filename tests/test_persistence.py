@@ -35,6 +35,7 @@ from asyncclf import (
     default_estimator,
 )
 
+from .conftest import Classifiers
 from .fakes import TRAIN_X, TRAIN_Y, KeywordClassifier
 
 pytestmark = pytest.mark.anyio
@@ -43,9 +44,13 @@ TEXTS = ["free prize now", "lunch at noon", "cash cash prize", "see you soon"]
 LABELS = ["spam", "ham", "spam", "ham"]
 FAKE = ["tests.fakes.KeywordClassifier"]
 
+# Tests that take ``make`` save and load models served on every executor. The others
+# check files, what is refused and how a save fails (monkeypatched in this process):
+# saving and loading run in a thread of this process whatever the executor.
 
-async def default_model() -> AsyncClassifier:
-    return await AsyncClassifier().fit(TEXTS * 3, LABELS * 3)
+
+async def default_model(make: Callable[[], AsyncClassifier] = AsyncClassifier) -> AsyncClassifier:
+    return await make().fit(TEXTS * 3, LABELS * 3)
 
 
 Members = dict[str, bytes]
@@ -73,13 +78,15 @@ def rewrite_schema(path: Path, old: str, new: str) -> None:
     edit_members(path, replace)
 
 
-async def test_round_trip_keeps_predictions_classes_and_version(tmp_path: Path) -> None:
+async def test_round_trip_keeps_predictions_classes_and_version(
+    make: Classifiers, tmp_path: Path
+) -> None:
     """save then load gives the same probabilities, classes and model version."""
-    clf = await default_model()
+    clf = await default_model(make)
     await clf.fit(TEXTS * 4, LABELS * 4)
     path = tmp_path / "model.skops"
     await clf.save(path)
-    loaded = await AsyncClassifier.load(path, max_batch_size=16)
+    loaded = await AsyncClassifier.load(path, executor=make.executor(), max_batch_size=16)
     assert loaded.version == 2
     assert list(loaded.classes_) == list(clf.classes_)
     assert loaded.max_batch_size == 16
@@ -126,14 +133,14 @@ async def test_missing_file_raises_persistence_error(tmp_path: Path) -> None:
         await AsyncClassifier.load(tmp_path / "nope.skops")
 
 
-async def test_untrusted_types_are_refused_unless_named(tmp_path: Path) -> None:
+async def test_untrusted_types_are_refused_unless_named(make: Classifiers, tmp_path: Path) -> None:
     """A file holding a type outside sklearn/numpy/scipy loads only if the caller trusts it."""
-    clf = await AsyncClassifier(KeywordClassifier()).fit(TRAIN_X, TRAIN_Y)
+    clf = await make(KeywordClassifier()).fit(TRAIN_X, TRAIN_Y)
     path = tmp_path / "model.skops"
     await clf.save(path)
     with pytest.raises(PersistenceError, match=r"not trusted: tests\.fakes\.KeywordClassifier"):
         await AsyncClassifier.load(path)
-    loaded = await AsyncClassifier.load(path, trusted=FAKE)
+    loaded = await AsyncClassifier.load(path, trusted=FAKE, executor=make.executor())
     assert list(await loaded.predict(["spam spam"])) == ["spam"]
 
 
@@ -385,9 +392,11 @@ def negate_svm_weights(path: Path) -> None:
     edit_members(path, negate)
 
 
-async def test_negated_weights_load_unless_the_digest_is_pinned(tmp_path: Path) -> None:
+async def test_negated_weights_load_unless_the_digest_is_pinned(
+    make: Classifiers, tmp_path: Path
+) -> None:
     """A file with negated SVM weights loads and flips predictions; its pinned digest refuses it."""
-    clf = await default_model()
+    clf = await default_model(make)
     path = tmp_path / "model.skops"
     digest = await clf.save(path)
     assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -395,7 +404,8 @@ async def test_negated_weights_load_unless_the_digest_is_pinned(tmp_path: Path) 
     before = list(await clf.predict(probe))
     negate_svm_weights(path)
 
-    tampered = await AsyncClassifier.load(path)  # skops checks types, not weights
+    # skops checks types, not weights
+    tampered = await AsyncClassifier.load(path, executor=make.executor())
     flipped = [{"spam": "ham", "ham": "spam"}[label] for label in before]
     assert list(await tampered.predict(probe)) == flipped
 
