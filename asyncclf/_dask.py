@@ -45,7 +45,7 @@ from typing_extensions import Self
 from . import _work
 from ._errors import AsyncClfError, InvalidParameterError
 from ._executors import Job, PerRun, ThreadExecutor, available_cpus
-from ._work import ModelHandle, call_in_worker
+from ._work import ModelHandle
 
 __all__ = ["DaskExecutor"]
 
@@ -530,7 +530,8 @@ def run_in_worker(
         loaded[key] = model
     _CURRENT.models = loaded
     try:
-        return call_in_worker(config, threads, func, args)
+        result: T = _work.call_portable(config, threads, func, args)
+        return result
     except Exception:
         raise
     except BaseException as exc:

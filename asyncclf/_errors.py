@@ -16,6 +16,8 @@ fails on one text of a batch, only the caller that sent that text receives it.
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "PersistenceError",
     "UnsupportedEstimatorError",
     "own_copy",
+    "rebuild",
 ]
 
 
@@ -73,14 +76,8 @@ def own_copy(error: Exception) -> Exception:
     it; each caller raises its own copy instead, whose ``__cause__`` is the original
     with the worker's traceback. An exception that cannot be copied is shared as is.
     """
-    kind = type(error)
     try:
-        # Not copy.copy: that calls __init__ again with args, and an __init__ that
-        # builds its message from other arguments would garble it.
-        clone = kind.__new__(kind, *error.args)
-        clone.args = error.args
-        if hasattr(error, "__dict__"):
-            clone.__dict__.update(error.__dict__)
+        clone = rebuild(type(error), error.args, getattr(error, "__dict__", {}))
         same = str(clone) == str(error)
     except Exception:
         return error
@@ -89,3 +86,20 @@ def own_copy(error: Exception) -> Exception:
     clone.__cause__ = error
     clone.__suppress_context__ = True
     return clone
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def rebuild(kind: type[E], args: tuple[Any, ...], state: dict[str, Any]) -> E:
+    """An exception of type ``kind`` with these ``args`` and attributes, made without
+    calling ``__init__``.
+
+    Not ``copy.copy`` nor unpickling: those call ``__init__`` again with ``args``, and an
+    ``__init__`` that builds its message from other arguments would garble it.
+    """
+    error = kind.__new__(kind, *args)
+    error.args = args
+    if state:
+        error.__dict__.update(state)
+    return error

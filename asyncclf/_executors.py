@@ -314,7 +314,8 @@ class ProcessExecutor(ThreadExecutor):
             raise AsyncClfError(msg)
         self.max_workers = max_workers or available_cpus()
         super().__init__(limiter)
-        self._processes = PerRun(lambda: anyio.CapacityLimiter(math.inf))
+        # At most max_workers worker processes, whatever limiter the batches share.
+        self._processes = PerRun(lambda: anyio.CapacityLimiter(self.max_workers))
         self._directory = tempfile.mkdtemp(prefix="asyncclf-models-")
         weakref.finalize(self, shutil.rmtree, self._directory, True)
         self._shipments: weakref.WeakKeyDictionary[Any, _Shipment] = weakref.WeakKeyDictionary()
@@ -358,7 +359,7 @@ class ProcessExecutor(ThreadExecutor):
     ) -> T:
         with _worker_died("running this call"):
             return await anyio.to_process.run_sync(
-                call_in_worker, config, threads, func, args, limiter=self._processes.get()
+                _work.call_portable, config, threads, func, args, limiter=self._processes.get()
             )
 
     async def fit(self, func: Callable[..., Any], *args: Any) -> Any:

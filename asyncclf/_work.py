@@ -14,6 +14,7 @@ import pickle
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -26,7 +27,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import ThreadpoolController
 
-from ._errors import AsyncClfError, UnsupportedEstimatorError, own_copy
+from ._errors import AsyncClfError, UnsupportedEstimatorError, own_copy, rebuild
 
 __all__ = [
     "KINDS",
@@ -34,8 +35,10 @@ __all__ = [
     "ModelHandle",
     "Segment",
     "Span",
+    "WorkerTraceback",
     "call_in_files",
     "call_in_worker",
+    "call_portable",
     "compute",
     "dump",
     "fit",
@@ -45,6 +48,7 @@ __all__ = [
     "pack",
     "partial_fit",
     "partial_fit_packed",
+    "portable",
     "resolve",
     "run_batch",
     "timed_batch",
@@ -135,6 +139,89 @@ def call_in_worker(
     """Run ``func(*args)`` under the caller's sklearn ``config``, BLAS/OpenMP capped."""
     with sklearn.config_context(**config), _native_thread_cap(threads):
         return func(*args)
+
+
+def call_portable(
+    config: dict[str, Any], threads: int, func: Callable[..., T], args: tuple[Any, ...]
+) -> T:
+    """:func:`call_in_worker` in another process: estimator exceptions in the result
+    (a batch's failed texts) cross back whole (see :func:`portable`)."""
+    result: T = portable(call_in_worker(config, threads, func, args))
+    return result
+
+
+def portable(result: Any) -> Any:
+    """``result`` with each exception in it, inside tuples and lists, made to cross a
+    process boundary whole.
+
+    Unpickling an exception calls ``__init__`` again with its ``args``, which garbles the
+    message of one whose ``__init__`` builds it from other arguments; and an exception
+    holding something unpicklable (a lock, a socket) would fail the whole batch's
+    reply. Each arrives instead as :func:`~asyncclf._errors.rebuild` makes it, or, if it
+    cannot cross, as an :class:`AsyncClfError` naming its type and message.
+    """
+    if isinstance(result, BaseException):
+        return _Crossing(result)
+    if type(result) is tuple or type(result) is list:
+        return type(result)(portable(item) for item in result)
+    return result
+
+
+class _Crossing:
+    """An exception on its way back from a worker process (see :func:`portable`)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        error = self.error
+        kind = type(error)
+        # The traceback cannot cross: its text does, as the rebuilt exception's cause.
+        trace = "".join(traceback.format_exception(error))
+        parts = (kind, error.args, getattr(error, "__dict__", {}), str(error), trace)
+        try:
+            pickle.dumps(parts, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            name = f"{kind.__module__}.{kind.__qualname__}"
+            return _stranded, (name, str(error), repr(exc), trace)
+        return _arrived, parts
+
+
+class WorkerTraceback(Exception):
+    """The cause of an exception raised in a worker process: its traceback there, as
+    text (as ``concurrent.futures`` does for its process pools)."""
+
+    def __str__(self) -> str:
+        return f"\n{self.args[0]}" if self.args else ""
+
+
+def _arrived(
+    kind: type[BaseException],
+    args: tuple[Any, ...],
+    state: dict[str, Any],
+    message: str,
+    trace: str,
+) -> BaseException:
+    """An estimator's exception, rebuilt in the parent as it was raised in the worker."""
+    with contextlib.suppress(Exception):
+        error = rebuild(kind, args, state)
+        if str(error) == message:
+            error.__cause__ = WorkerTraceback(trace)
+            return error
+    name = f"{kind.__module__}.{kind.__qualname__}"
+    return _stranded(name, message, "it could not be rebuilt", trace)
+
+
+def _stranded(kind: str, message: str, why: str, trace: str) -> AsyncClfError:
+    """What a caller gets for an estimator exception that could not cross back."""
+    error = AsyncClfError(
+        f"The estimator raised {kind}: {message} (the exception itself could not be sent "
+        f"back from the worker: {why})"
+    )
+    error.__cause__ = WorkerTraceback(trace)
+    return error
 
 
 def scores(estimator: Any, texts: list[str]) -> NDArray[np.float64]:

@@ -270,6 +270,38 @@ class CodedErrorClassifier(KeywordClassifier):
         raise CodedError(503)
 
 
+class LockedError(Exception):
+    """An exception holding a lock, which cannot be pickled."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+class LockedErrorClassifier(KeywordClassifier):
+    """A keyword classifier raising :class:`LockedError` for any batch with ``boom``."""
+
+    def predict_proba(self, X: Sequence[str]) -> NDArray[np.float64]:
+        if any("boom" in text for text in X):
+            msg = "boom found"
+            raise LockedError(msg)
+        return super().predict_proba(X)
+
+
+class SlowPredictClassifier(KeywordClassifier):
+    """A keyword classifier whose predict_proba sleeps ``seconds`` first (picklable)."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def predict_proba(self, X: Sequence[str]) -> NDArray[np.float64]:
+        import time
+
+        time.sleep(self.seconds)
+        return super().predict_proba(X)
+
+
 class SlowFitClassifier(KeywordClassifier):
     """A keyword classifier whose fit sleeps ``seconds`` first (picklable: no gate)."""
 

@@ -15,7 +15,14 @@ from anyio import wait_all_tasks_blocked
 
 from asyncclf import AsyncClassifier, AsyncClfError, InvalidParameterError, ProcessExecutor
 
-from .fakes import TRAIN_X, TRAIN_Y, KeywordClassifier, SlowFitClassifier, settle
+from .fakes import (
+    TRAIN_X,
+    TRAIN_Y,
+    KeywordClassifier,
+    SlowFitClassifier,
+    SlowPredictClassifier,
+    settle,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -130,6 +137,39 @@ async def test_a_cancelled_caller_returns_while_its_process_batch_runs() -> None
     assert answers == ["spam"]
     await settle(processes)
     assert processes.limiter_.statistics().borrowed_tokens == 0
+
+
+def anyio_workers() -> set[int]:
+    """The worker processes of anyio's pool: children of this process running it."""
+    me, found = os.getpid(), set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == me and b"anyio" in command:
+            found.add(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+async def test_max_workers_bounds_the_worker_processes_whatever_the_limiter() -> None:
+    """Three batches at once under a limiter of 3 tokens run in max_workers=1 process,
+    one after another, not in three."""
+    before = anyio_workers()
+    clf = await AsyncClassifier(
+        SlowPredictClassifier(0.3),
+        executor=ProcessExecutor(max_workers=1),
+        limiter=anyio.CapacityLimiter(3),
+        max_batch_size=1,
+        max_latency=0,
+    ).fit(TRAIN_X, TRAIN_Y)
+    async with anyio.create_task_group() as tasks:
+        for text in ("spam", "eggs", "spam eggs"):
+            tasks.start_soon(clf.classify, text)
+    assert clf.statistics().batches == 3
+    assert len(anyio_workers() - before) == 1
 
 
 def test_executor_settings_are_checked() -> None:
