@@ -380,7 +380,7 @@ class DaskExecutor(ThreadExecutor):
                 send = True
                 continue
             self._follow(client)
-            answer: T = result
+            answer: T = _work.returned(result)
             return answer
 
 
@@ -515,9 +515,10 @@ def run_in_worker(
     args: tuple[Any, ...],
     keys: tuple[str, ...],
     models: dict[str, bytes],
-) -> T | Missing:
-    """Run ``func(*args)`` as :func:`~asyncclf._work.call_in_worker` does, in a Dask
-    worker, with the model versions named by ``keys`` at hand.
+) -> T | _work.Raised | Missing:
+    """Run ``func(*args)`` as :func:`~asyncclf._work.call_portable` does, in a Dask
+    worker, with the model versions named by ``keys`` at hand: what it raises comes
+    back whole, as a value.
 
     They come from this worker's cache, or from ``models`` (their bytes, resolved by
     Dask) when given. Returns :class:`Missing` if a version is in neither.
@@ -530,9 +531,8 @@ def run_in_worker(
         loaded[key] = model
     _CURRENT.models = loaded
     try:
-        result: T = _work.call_portable(config, threads, func, args)
-        return result
-    except Exception:
+        return _work.call_portable(config, threads, func, args)
+    except Exception:  # pragma: no cover - call_portable returns what it raises
         raise
     except BaseException as exc:
         # SystemExit or KeyboardInterrupt from estimator code: fail the task, not the

@@ -358,8 +358,10 @@ class ProcessExecutor(ThreadExecutor):
         args: tuple[Any, ...],
     ) -> T:
         with _worker_died("running this call"):
-            return await anyio.to_process.run_sync(
-                _work.call_portable, config, threads, func, args, limiter=self._processes.get()
+            return _work.returned(
+                await anyio.to_process.run_sync(
+                    _work.call_portable, config, threads, func, args, limiter=self._processes.get()
+                )
             )
 
     async def fit(self, func: Callable[..., Any], *args: Any) -> Any:

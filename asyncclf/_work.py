@@ -33,6 +33,7 @@ __all__ = [
     "KINDS",
     "Compute",
     "ModelHandle",
+    "Raised",
     "Segment",
     "Span",
     "WorkerTraceback",
@@ -50,6 +51,7 @@ __all__ = [
     "partial_fit_packed",
     "portable",
     "resolve",
+    "returned",
     "run_batch",
     "timed_batch",
     "unpack",
@@ -143,10 +145,34 @@ def call_in_worker(
 
 def call_portable(
     config: dict[str, Any], threads: int, func: Callable[..., T], args: tuple[Any, ...]
-) -> T:
-    """:func:`call_in_worker` in another process: estimator exceptions in the result
-    (a batch's failed texts) cross back whole (see :func:`portable`)."""
-    result: T = portable(call_in_worker(config, threads, func, args))
+) -> T | Raised:
+    """:func:`call_in_worker` in another process, whose exceptions cross back whole
+    (see :func:`portable`): those in the result (a batch's failed texts), and the one
+    it raised, returned as :class:`Raised` for :func:`returned` to raise in the parent."""
+    try:
+        result = call_in_worker(config, threads, func, args)
+    except Exception as exc:
+        return Raised(exc)
+    crossing: T = portable(result)
+    return crossing
+
+
+class Raised:
+    """The exception a worker call raised, on its way back to the parent as a value."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return Raised, (_Crossing(self.error),)
+
+
+def returned(result: T | Raised) -> T:
+    """What :func:`call_portable` returned, in the parent: raise what it raised."""
+    if isinstance(result, Raised):
+        raise result.error
     return result
 
 
@@ -562,9 +588,10 @@ def call_in_files(request: str, reply: str) -> None:
     pickles and unpickles it in threads, a frame at a time.
     """
     config, threads, func, args = load(request, remove=True)
-    dump(call_in_worker(config, threads, func, args), reply)
+    dump(call_portable(config, threads, func, args), reply)
 
 
 def load_unpacked(path: str) -> Any:
-    """The model a ``*_packed`` fit left in the file ``path`` (removed once read)."""
-    return unpack(load(path, remove=True))
+    """The model a ``*_packed`` fit left in the file ``path`` (removed once read), or
+    the exception it raised, raised."""
+    return unpack(returned(load(path, remove=True)))

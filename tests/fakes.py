@@ -288,6 +288,21 @@ class LockedErrorClassifier(KeywordClassifier):
         return super().predict_proba(X)
 
 
+class FitErrorClassifier(KeywordClassifier):
+    """A keyword classifier whose fit raises ``CodedError(503)`` (``error="coded"``) or
+    a :class:`LockedError` (``error="locked"``), which cannot be pickled."""
+
+    def __init__(self, error: str = "coded") -> None:
+        super().__init__()
+        self.error = error
+
+    def fit(self, X: Sequence[str], y: Sequence[Any]) -> FitErrorClassifier:
+        if self.error == "coded":
+            raise CodedError(503)
+        msg = "fit locked"
+        raise LockedError(msg)
+
+
 class SlowPredictClassifier(KeywordClassifier):
     """A keyword classifier whose predict_proba sleeps ``seconds`` first (picklable)."""
 

@@ -14,10 +14,21 @@ import sklearn
 from anyio import wait_all_tasks_blocked
 from anyio.lowlevel import checkpoint
 
-from asyncclf import AsyncClassifier
+from asyncclf import AsyncClassifier, AsyncClfError
 
 from .conftest import Classifiers
-from .fakes import TRAIN_X, TRAIN_Y, CallLog, Gate, KeywordClassifier, RecordingClassifier, settle
+from .fakes import (
+    TRAIN_X,
+    TRAIN_Y,
+    CallLog,
+    CodedError,
+    FitErrorClassifier,
+    Gate,
+    KeywordClassifier,
+    LockedError,
+    RecordingClassifier,
+    settle,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -135,6 +146,32 @@ async def test_failed_fit_keeps_the_serving_model(make: Classifiers) -> None:
     assert clf.estimator_ is old
     assert clf.version == 1
     assert tokens(clf) == 0
+
+
+async def test_a_fit_error_reaches_the_caller_whole(make: Classifiers) -> None:
+    """The estimator's exception from a fit reaches the caller with its own message and
+    attributes, on every executor (unpickling would call __init__ again and garble it)."""
+    clf = make(FitErrorClassifier("coded"))
+    with pytest.raises(CodedError) as caught:
+        await clf.fit(TRAIN_X, TRAIN_Y)
+    assert str(caught.value) == "the model server returned HTTP 503"
+    assert caught.value.code == 503
+    assert clf.version == 0
+
+
+async def test_a_fit_error_that_cannot_be_pickled_still_says_what_it_was(
+    make: Classifiers,
+) -> None:
+    """A fit's exception that cannot cross back from a worker process (it holds a
+    lock) reaches the caller as an AsyncClfError naming its type and message."""
+    clf = make(FitErrorClassifier("locked"))
+    expected = LockedError if make.name == "threads" else AsyncClfError
+    with pytest.raises(expected, match="fit locked") as caught:
+        await clf.fit(TRAIN_X, TRAIN_Y)
+    if make.name != "threads":
+        assert "tests.fakes.LockedError" in str(caught.value)
+    assert clf.version == 0
+    assert (await clf.set_params(estimator=KeywordClassifier()).fit(TRAIN_X, TRAIN_Y)).version == 1
 
 
 @pytest.mark.parametrize("method", ["fit", "partial_fit"])
