@@ -76,6 +76,24 @@ async def test_stream_yields_one_prediction_per_input_in_order(
             assert (p.label, p.score, p.version) == (clf.classes_[row.argmax()], row.max(), 1)
 
 
+async def test_the_default_read_ahead_is_a_batch_per_token_and_one_filling(
+    make: Classifiers,
+) -> None:
+    """Without max_in_flight, a stream whose consumer takes nothing reads (N + 1) *
+    max_batch_size texts for a limiter of N tokens (plus the one in hand), then waits."""
+    clf = await fitted(make, max_batch_size=4, limiter=anyio.CapacityLimiter(3))
+    source = Source([f"spam {i}" for i in range(1000)])
+    texts = source.__aiter__()
+    async with clf.stream(texts) as results:
+        # The reader needs no batch to finish to fill the window: once every task
+        # waits, it waits for room.
+        await wait_all_tasks_blocked()
+        assert 16 <= source.pulled <= 17
+        first = await results.__anext__()
+        assert first.index == 0
+    await texts.aclose()
+
+
 async def test_slow_consumer_slows_the_source(make: Classifiers) -> None:
     """The stream reads at most max_in_flight (plus the one in hand) beyond the consumer."""
     clf = await fitted(make, max_batch_size=4)
