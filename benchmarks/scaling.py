@@ -22,17 +22,22 @@ import contextlib
 import functools
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_process
+import anyio.to_thread
 from _data import news_split
 from _pool import machine_pool, pool_ceiling
 from throughput import lag_monitor, timed_sync
 
 from asyncclf import AsyncClassifier
+from asyncclf._executors import _Shipment
+from asyncclf._work import ModelHandle
 
 
 def worker_rss() -> list[float]:
@@ -104,6 +109,15 @@ def main() -> None:
             )
 
             estimator = clf.estimator_
+            written, size, loaded, lone = anyio.run(shipping, clf, texts[0])
+            if executor == "processes":
+                print(
+                    f"processes: a model version crosses once: file written in {written:.2f} s "
+                    f"({size:.1f} MiB), loaded by a worker in {loaded:.2f} s"
+                )
+            print(
+                f"{executor:9}: a lone one-text classify (max_latency=0): p50 {lone * 1e3:.1f} ms"
+            )
             if executor == "processes":
                 pool = stack.enter_context(machine_pool(estimator, workers))
 
@@ -155,6 +169,35 @@ def main() -> None:
                         f"chunks {statistics.median(ceilings):.2f} "
                         f"({', '.join(f'{c:.2f}' for c in ceilings)})"
                     )
+
+
+def _resolve_timed(key: str, path: str) -> float:
+    """In a worker process: seconds to load a model version from its file."""
+    started = time.perf_counter()
+    ModelHandle(key, path).resolve()
+    return time.perf_counter() - started
+
+
+async def shipping(clf: AsyncClassifier, text: str) -> tuple[float, float, float, float]:
+    """What a model version costs to cross to a worker, and a batch on top: the seconds
+    to write its file (once per version), its size in MiB, the seconds a worker takes
+    to load it (once per worker), and the median latency of a lone one-text batch."""
+    with tempfile.TemporaryDirectory() as directory:
+        shipment = _Shipment(clf.estimator_, directory)
+        started = time.perf_counter()
+        await anyio.to_thread.run_sync(shipment.write)
+        written = time.perf_counter() - started
+        size = (await anyio.Path(shipment.path).stat()).st_size / 2**20
+        loaded = await anyio.to_process.run_sync(_resolve_timed, shipment.key, shipment.path)
+    clf.set_params(max_latency=0)
+    await clf.classify(text)  # workers started, the model loaded
+    latencies = []
+    for _ in range(30):
+        started = time.perf_counter()
+        await clf.classify(text)
+        latencies.append(time.perf_counter() - started)
+    clf.set_params(max_latency=0.002)
+    return written, size, loaded, statistics.median(latencies)
 
 
 if __name__ == "__main__":
