@@ -17,6 +17,7 @@ from ._errors import (
 from ._executors import ProcessExecutor, ThreadExecutor
 from ._types import (
     BatchStatistics,
+    Executor,
     FailedPrediction,
     OnError,
     Overload,
@@ -35,6 +36,7 @@ __all__ = [
     "AsyncClfError",
     "BatchStatistics",
     "DaskExecutor",
+    "Executor",
     "FailedPrediction",
     "InvalidInputError",
     "InvalidParameterError",

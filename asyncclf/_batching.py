@@ -41,8 +41,7 @@ import anyio.lowlevel
 import numpy as np
 
 from ._errors import OverloadedError, own_copy
-from ._executors import Job, ThreadExecutor
-from ._types import BatchStatistics
+from ._types import BatchStatistics, Executor, Token
 from ._work import Compute, Segment, timed_batch
 
 __all__ = ["Batcher", "Outcome", "Request"]
@@ -162,7 +161,7 @@ class Batcher:
 
     def __init__(
         self,
-        executor: ThreadExecutor,
+        executor: Executor,
         prepare: Prepare,
         *,
         max_batch_size: int,
@@ -383,7 +382,7 @@ class Batcher:
         self._release(size)
         return batch
 
-    async def _run(self, job: Job, compute: Compute, tag: Any, batch: list[Request]) -> None:
+    async def _run(self, job: Token, compute: Compute, tag: Any, batch: list[Request]) -> None:
         """Run ``batch`` holding ``job``'s token; every request gets its outcome.
 
         Returns when the outcomes are delivered, or at once if cancelled: the batch
@@ -462,7 +461,7 @@ class Batcher:
             while next_chunk < len(chunks) and not failed():
                 chunk = chunks[next_chunk]
                 next_chunk += 1
-                job: Job | None = None
+                job: Token | None = None
                 with anyio.CancelScope() as waiting:
                     acquiring.add(waiting)
                     try:

@@ -23,7 +23,7 @@ from ._errors import (
     NotFittedError,
     UnsupportedEstimatorError,
 )
-from ._executors import PerRun, ThreadExecutor, make_executor
+from ._executors import PerRun, make_executor
 from ._model import (
     Config,
     Model,
@@ -36,6 +36,7 @@ from ._model import (
 from ._progress import Reporter
 from ._types import (
     BatchStatistics,
+    Executor,
     FailedPrediction,
     Label,
     OnError,
@@ -111,7 +112,7 @@ class AsyncClassifier(Generic[Label]):
         self,
         estimator: Any = None,
         *,
-        executor: str | ThreadExecutor = "threads",
+        executor: str | Executor = "threads",
         limiter: anyio.CapacityLimiter | None = None,
         max_batch_size: int = 256,
         max_latency: float = 0.002,

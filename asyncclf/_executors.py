@@ -36,6 +36,7 @@ from anyio.lowlevel import RunVar
 
 from . import _work
 from ._errors import AsyncClfError, InvalidParameterError
+from ._types import Executor, Token
 from ._work import call_in_worker
 
 __all__ = [
@@ -175,7 +176,7 @@ class ThreadExecutor:
 
     async def run_detached(
         self,
-        job: Job,
+        job: Token,
         func: Callable[..., T],
         args: tuple[Any, ...],
         done: Callable[[T | Exception], None],
@@ -194,6 +195,7 @@ class ThreadExecutor:
         ``SystemExit`` inside estimator code) reaches ``done`` as an ``AsyncClfError``
         caused by it: in a worker thread it can interrupt nothing but the batch.
         """
+        assert isinstance(job, Job), "a token from this executor's acquire()"
         token = anyio.lowlevel.current_token()
         config = sklearn.get_config()
         threads = self.native_threads
@@ -456,15 +458,13 @@ def _remove(path: str) -> None:
         os.remove(path)
 
 
-def make_executor(
-    executor: str | ThreadExecutor, limiter: anyio.CapacityLimiter | None
-) -> ThreadExecutor:
+def make_executor(executor: str | Executor, limiter: anyio.CapacityLimiter | None) -> Executor:
     """The executor named by ``executor`` (``"threads"``, ``"processes"``) or given."""
     if executor == "threads":
         return ThreadExecutor(limiter)
     if executor == "processes":
         return ProcessExecutor(limiter=limiter)
-    assert isinstance(executor, ThreadExecutor)
+    assert isinstance(executor, Executor)
     if limiter is not None:
         executor.set_limiter(limiter)
     return executor

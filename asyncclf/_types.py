@@ -1,15 +1,21 @@
-"""Result dataclasses and type aliases of the public API (no logic here)."""
+"""Result dataclasses, type aliases and protocols of the public API (no logic here)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeAlias
 
-from typing_extensions import TypeVar
+# typing_extensions' Protocol checks isinstance() statically (as Python 3.12 does):
+# without evaluating properties such as ``limiter``, which needs an event loop.
+from typing_extensions import Protocol, TypeVar, runtime_checkable
+
+if TYPE_CHECKING:
+    import anyio
 
 __all__ = [
     "BatchStatistics",
+    "Executor",
     "FailedPrediction",
     "Label",
     "OnError",
@@ -17,6 +23,7 @@ __all__ = [
     "Prediction",
     "Progress",
     "Ranked",
+    "Token",
 ]
 
 Label = TypeVar("Label", default=Any)
@@ -101,3 +108,66 @@ class BatchStatistics:
     mean_run: float
     """Mean seconds a batch spent in its worker thread."""
     max_run: float
+
+
+T = TypeVar("T")
+
+
+class Token(Protocol):
+    """A limiter token held by one piece of work (a batch), not by a task."""
+
+    def release(self) -> None:
+        """Give the token back, once; later calls do nothing. Called on the event loop."""
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Where a classifier's estimator code runs, and what it must guarantee.
+
+    asyncclf has three: :class:`~asyncclf.ThreadExecutor` (``executor="threads"``),
+    :class:`~asyncclf.ProcessExecutor` and :class:`~asyncclf.DaskExecutor`; each
+    passes the same behaviour suite. The classifier calls these from its event loop;
+    every function it hands over (``func``) is a picklable function of the synchronous
+    module ``asyncclf._work``, which imports no anyio.
+    """
+
+    @property
+    def native_threads(self) -> int:
+        """BLAS/OpenMP threads each call may use, so that concurrent calls times threads
+        never exceed the machine's cores."""
+
+    @property
+    def limiter(self) -> anyio.CapacityLimiter:
+        """The limiter in force: one token per call that may run at once."""
+
+    def set_limiter(self, limiter: anyio.CapacityLimiter | None) -> None:
+        """Use ``limiter``, shared with others; ``None`` restores the executor's own."""
+
+    async def acquire(self) -> Token:
+        """Wait for a limiter token (cancellable) and return it, held by a batch."""
+
+    async def run_detached(
+        self,
+        job: Token,
+        func: Callable[..., T],
+        args: tuple[Any, ...],
+        done: Callable[[T | Exception], None],
+    ) -> None:
+        """Start ``func(*args)`` at once (no checkpoint before) under ``job``'s token,
+        and call ``done`` with its result or exception exactly once, on the event
+        loop, after releasing the token. Return once ``done`` has run, or at once when
+        cancelled: the work then completes and calls ``done`` for whoever still waits.
+        An exception the estimator raised must reach ``done`` with its own type,
+        message and attributes."""
+
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
+        """Run ``func(*args)`` under a token and return its result (file I/O)."""
+
+    async def fit(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Run a fit (``_work.fit`` or ``_work.partial_fit``), returning the fitted
+        estimator; cancelling returns at once or as soon as the executor can stop it,
+        and a cancelled or failed fit returns nothing to swap in."""
+
+    def ref(self, model: Any) -> Any:
+        """What names a served model to ``func`` in a worker: the estimator itself,
+        or a handle by which a worker finds its own copy (sent once per version)."""

@@ -11,6 +11,7 @@ import anyio
 import numpy as np
 
 from ._errors import InvalidInputError, InvalidParameterError
+from ._types import Executor
 
 __all__ = [
     "check_k",
@@ -193,10 +194,7 @@ def check_params(params: dict[str, Any]) -> None:
         msg = f"limiter must be an anyio.CapacityLimiter or None, not {limiter!r}."
         raise InvalidParameterError(msg)
     executor = params["executor"]
-    if executor not in ("threads", "processes") and not all(
-        hasattr(type(executor), name)
-        for name in ("acquire", "run_detached", "fit", "ref", "limiter")
-    ):
+    if executor not in ("threads", "processes") and not isinstance(executor, Executor):
         msg = (
             f"executor must be 'threads', 'processes' or an executor object (such as "
             f"asyncclf.ProcessExecutor(max_workers=4)), not {executor!r}."

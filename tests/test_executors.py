@@ -5,15 +5,24 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import numpy as np
 import pytest
 from anyio import wait_all_tasks_blocked
 
-from asyncclf import AsyncClassifier, AsyncClfError, InvalidParameterError, ProcessExecutor
+from asyncclf import (
+    AsyncClassifier,
+    AsyncClfError,
+    Executor,
+    InvalidParameterError,
+    ProcessExecutor,
+    ThreadExecutor,
+)
+from asyncclf._types import Token
 
 from .fakes import (
     TRAIN_X,
@@ -25,6 +34,8 @@ from .fakes import (
 )
 
 pytestmark = pytest.mark.anyio
+
+T = TypeVar("T")
 
 TEXTS = [("spam " if i % 3 else "eggs ") * (1 + i % 4) + f"ham {i}" for i in range(300)]
 
@@ -170,6 +181,64 @@ async def test_max_workers_bounds_the_worker_processes_whatever_the_limiter() ->
             tasks.start_soon(clf.classify, text)
     assert clf.statistics().batches == 3
     assert len(anyio_workers() - before) == 1
+
+
+class CountingExecutor:
+    """An executor of one's own, by delegation (not a subclass): counts the batches."""
+
+    def __init__(self) -> None:
+        self.inner = ThreadExecutor()
+        self.batches = 0
+        self.fits = 0
+
+    @property
+    def native_threads(self) -> int:
+        return self.inner.native_threads
+
+    @property
+    def limiter(self) -> anyio.CapacityLimiter:
+        return self.inner.limiter
+
+    def set_limiter(self, limiter: anyio.CapacityLimiter | None) -> None:
+        self.inner.set_limiter(limiter)
+
+    async def acquire(self) -> Token:
+        return await self.inner.acquire()
+
+    async def run_detached(
+        self, job: Token, func: Callable[..., T], args: tuple[Any, ...], done: Any
+    ) -> None:
+        self.batches += 1
+        await self.inner.run_detached(job, func, args, done)
+
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
+        return await self.inner.run(func, *args)
+
+    async def fit(self, func: Callable[..., Any], *args: Any) -> Any:
+        self.fits += 1
+        return await self.inner.fit(func, *args)
+
+    def ref(self, model: Any) -> Any:
+        return self.inner.ref(model)
+
+
+def test_the_executors_are_executors() -> None:
+    """The three executors satisfy the Executor protocol, checked without an event loop."""
+    for executor in (ThreadExecutor(), ProcessExecutor(max_workers=1), CountingExecutor()):
+        assert isinstance(executor, Executor)
+    assert not isinstance(object(), Executor)
+
+
+async def test_an_executor_of_ones_own_serves_a_classifier() -> None:
+    """Any object with the Executor protocol's methods can run a classifier's work."""
+    executor = CountingExecutor()
+    clf = await AsyncClassifier(KeywordClassifier(), executor=executor).fit(TRAIN_X, TRAIN_Y)
+    assert (await clf.classify("spam")).label == "spam"
+    async with clf.stream(["spam", "eggs"]) as results:
+        assert [p.label async for p in results] == ["spam", "eggs"]
+    assert executor.fits == 1
+    assert executor.batches >= 2
+    assert clf.limiter_ is executor.limiter
 
 
 def test_executor_settings_are_checked() -> None:

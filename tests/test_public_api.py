@@ -14,6 +14,7 @@ def test_exported_names() -> None:
         "AsyncClfError",
         "BatchStatistics",
         "DaskExecutor",
+        "Executor",
         "FailedPrediction",
         "InvalidInputError",
         "InvalidParameterError",
