@@ -12,6 +12,7 @@ Every call into scikit-learn goes through :class:`ThreadExecutor`. It
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import os
@@ -359,6 +360,7 @@ class ProcessExecutor(ThreadExecutor):
         func: Callable[..., T],
         args: tuple[Any, ...],
     ) -> T:
+        await _pool_outlives_this_task()
         with _worker_died("running this call"):
             return _work.returned(
                 await anyio.to_process.run_sync(
@@ -387,6 +389,7 @@ class ProcessExecutor(ThreadExecutor):
                 for shipment in list(self._shipments.values()):
                     await anyio.to_thread.run_sync(shipment.write)
                 await anyio.to_thread.run_sync(_work.dump, call, request)
+                await _pool_outlives_this_task()
                 with _worker_died("running this fit"):
                     await anyio.to_process.run_sync(
                         _work.call_in_files,
@@ -401,6 +404,53 @@ class ProcessExecutor(ThreadExecutor):
             # the file it read).
             _remove(request)
             _remove(reply)
+
+
+async def _pool_outlives_this_task() -> None:
+    """Make sure anyio's process pool lives as long as the event loop, not the task.
+
+    On asyncio, anyio kills the pool's worker processes when the event loop's root
+    task ends, and takes for the root the first task that uses the pool unless the
+    loop was started by ``asyncio.run`` (or ``run_until_complete``). In a Jupyter
+    kernel, whose loop runs forever, that is a cell's task: every worker died when
+    the first cell that used one finished, and the next cell's batch failed. So the
+    pool is first used by a task of asyncclf's own, outside anyio's task tree, which
+    then waits until the loop cancels it at its end: anyio ties the shutdown to that
+    task, as it does itself for its pool's shutdown task. Once a run; on trio, anyio
+    uses a system task and nothing is needed.
+    """
+    setup = _POOL_SETUP.get()
+    if not setup.started:
+        setup.started = True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # trio
+            loop = None
+        if loop is None:
+            setup.done.set()
+        else:
+
+            async def keep_the_pool() -> None:
+                try:
+                    with contextlib.suppress(Exception):  # the caller's call says why
+                        await anyio.to_process.run_sync(int)
+                finally:
+                    setup.done.set()
+                await asyncio.Event().wait()  # until the loop ends and cancels it
+
+            setup.keeper = loop.create_task(keep_the_pool(), name="asyncclf process pool")
+    await setup.done.wait()
+
+
+class _Setup:
+    def __init__(self) -> None:
+        self.started = False
+        self.done = anyio.Event()
+        self.keeper: asyncio.Task[None] | None = None
+
+
+_POOL_SETUP: PerRun[_Setup] = PerRun(_Setup)
+"""Whether anyio's process pool was set up in this run (see ``_pool_outlives_this_task``)."""
 
 
 @contextlib.contextmanager

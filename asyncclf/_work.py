@@ -287,8 +287,8 @@ class ModelHandle:
         """Return the model, from this worker's cache or from its file."""
         model = _LOADED.get(self.key)
         if model is None:
-            with open(self.path, "rb") as file:
-                model = unpack(pickle.load(file))
+            with _from_parent():
+                model = unpack(load(self.path))
             while len(_LOADED) >= self.KEEP:
                 del _LOADED[next(iter(_LOADED))]
             _LOADED[self.key] = model
@@ -587,8 +587,32 @@ def call_in_files(request: str, reply: str) -> None:
     fitted model) never passes through the parent's event loop, and the parent
     pickles and unpickles it in threads, a frame at a time.
     """
-    config, threads, func, args = load(request, remove=True)
+    with _from_parent():
+        config, threads, func, args = load(request, remove=True)
     dump(call_portable(config, threads, func, args), reply)
+
+
+@contextmanager
+def _from_parent() -> Iterator[None]:
+    """Say what to do when a worker process cannot unpickle what its parent sent
+    because it refers to the parent's ``__main__``.
+
+    A worker process imports the parent's main module only when it is a file: a
+    class or function defined in a notebook cell, an interactive session or
+    ``python -c`` cannot be found there.
+    """
+    try:
+        yield
+    except (AttributeError, ModuleNotFoundError) as exc:
+        if "__main__" not in str(exc):
+            raise
+        msg = (
+            f"A worker process could not find something defined in the parent's __main__ "
+            f"({exc}): classes and functions defined in a notebook cell, an interactive "
+            f"session or python -c cannot be sent to worker processes. Define them in a "
+            f"module (a .py file the workers can import), or use executor='threads'."
+        )
+        raise AsyncClfError(msg) from exc
 
 
 def load_unpacked(path: str) -> Any:

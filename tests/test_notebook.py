@@ -30,3 +30,69 @@ def test_quickstart_notebook_executes(tmp_path: Path) -> None:
     accuracy = float(printed.split("held-out accuracy: ")[1].split()[0])
     assert accuracy > 0.97
     assert "of 1074 held-out messages look like spam" in printed
+
+
+WORKERS = """
+import os
+from pathlib import Path
+
+def workers():
+    # The kernel's children running anyio's worker process, alive.
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"anyio" in command:
+            found.append(int(stat.parent.name))
+    return sorted(found)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_worker_processes_serve_cell_after_cell(tmp_path: Path) -> None:
+    """In a kernel, the worker process started in one cell serves the next ones (anyio
+    ties the shutdown of its pool to the task that first uses it, here a cell's), and
+    a class defined in a cell gets an error saying it cannot reach a worker."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    cells = [
+        WORKERS,
+        "from asyncclf import AsyncClassifier, ProcessExecutor\n"
+        "clf = AsyncClassifier(executor=ProcessExecutor(max_workers=1))",
+        "await clf.fit(['win cash now', 'lunch at noon'] * 5, ['spam', 'ham'] * 5)\n"
+        "first = workers()",
+        "import time\ntime.sleep(0.5)\nprint('alive', workers() == first, len(first))",
+        "print('classify', (await clf.classify('cash prize now')).label, workers() == first)",
+        "await clf.fit(['cash cash', 'noon lunch'] * 5, ['spam', 'ham'] * 5)\n"
+        "print('refit', clf.version, (await clf.predict(['cash', 'lunch'])).tolist())",
+        # A class defined in a cell cannot reach a worker process: the error says so.
+        "from sklearn.dummy import DummyClassifier\n"
+        "class Mine(DummyClassifier):\n"
+        "    pass\n"
+        "try:\n"
+        "    await AsyncClassifier(Mine(), executor=ProcessExecutor(max_workers=1)).fit(\n"
+        "        ['a', 'b'], ['x', 'y'])\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, 'notebook cell' in str(exc))",
+    ]
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    client = nbclient.NotebookClient(
+        notebook,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    client.execute()
+    printed = "".join(
+        output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", [])
+    )
+    assert printed.splitlines() == [
+        "alive True 1",
+        "classify spam True",
+        "refit 2 ['spam', 'ham']",
+        "AsyncClfError True",
+    ]
