@@ -1,32 +1,38 @@
-"""docs/quickstart.ipynb runs top to bottom in a real Jupyter kernel."""
+"""Notebooks run top to bottom in a real Jupyter kernel: docs/quickstart.ipynb, and
+worker processes used cell after cell."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "docs" / "quickstart.ipynb"
 
 
-def test_quickstart_notebook_executes(tmp_path: Path) -> None:
-    """Every cell runs (top-level await included) and the model scores over 0.97."""
-    nbformat = pytest.importorskip("nbformat")
+def executed(notebook: Any, directory: Path) -> str:
+    """Run every cell of ``notebook`` in a python3 kernel; return what the cells printed."""
     nbclient = pytest.importorskip("nbclient")
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(
         notebook,
         timeout=600,
         kernel_name="python3",
-        resources={"metadata": {"path": str(tmp_path)}},
+        resources={"metadata": {"path": str(directory)}},
     )
     client.execute()
-    printed = "".join(
+    return "".join(
         output.get("text", "")
         for cell in notebook.cells
         if cell.cell_type == "code"
         for output in cell.get("outputs", [])
     )
+
+
+def test_quickstart_notebook_executes(tmp_path: Path) -> None:
+    """Every cell runs (top-level await included) and the model scores over 0.97."""
+    nbformat = pytest.importorskip("nbformat")
+    printed = executed(nbformat.read(NOTEBOOK, as_version=4), tmp_path)
     accuracy = float(printed.split("held-out accuracy: ")[1].split()[0])
     assert accuracy > 0.97
     assert "of 1074 held-out messages look like spam" in printed
@@ -57,7 +63,6 @@ def test_worker_processes_serve_cell_after_cell(tmp_path: Path) -> None:
     ties the shutdown of its pool to the task that first uses it, here a cell's), and
     a class defined in a cell gets an error saying it cannot reach a worker."""
     nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
     cells = [
         WORKERS,
         "from asyncclf import AsyncClassifier, ProcessExecutor\n"
@@ -80,16 +85,7 @@ def test_worker_processes_serve_cell_after_cell(tmp_path: Path) -> None:
     ]
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
-    client = nbclient.NotebookClient(
-        notebook,
-        timeout=300,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(tmp_path)}},
-    )
-    client.execute()
-    printed = "".join(
-        output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", [])
-    )
+    printed = executed(notebook, tmp_path)
     assert printed.splitlines() == [
         "alive True 1",
         "classify spam True",
