@@ -445,7 +445,7 @@ class Batcher:
         chunks = [Request(None, texts[i : i + size]) for i in range(0, len(texts), size)]
         for chunk in chunks:
             chunk.taken = True
-        width = max(1, int(min(self.executor.limiter.total_tokens, len(chunks))))
+        width = max(1, int(min(self.executor.capacity, len(chunks))))
         next_chunk = 0
         running: list[Request] = []
         acquiring: set[anyio.CancelScope] = set()

@@ -290,7 +290,10 @@ class DaskExecutor(ThreadExecutor):
                 # that this call returns at once; the abandoned thread then ends too.
                 threading.Thread(target=submission.cancel, daemon=True).start()
                 raise
-        return await anyio.to_thread.run_sync(_work.unpack, content, limiter=self._threads.get())
+        fitted = await anyio.to_thread.run_sync(_work.unpack, content, limiter=self._threads.get())
+        # Cancelled while the model was unpacked: the caller must not swap it in.
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        return fitted
 
     def _on_cluster(
         self,

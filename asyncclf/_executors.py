@@ -166,6 +166,11 @@ class ThreadExecutor:
         """The limiter in force (call it inside an event loop)."""
         return self._given if self._given is not None else self._default.get()
 
+    @property
+    def capacity(self) -> float:
+        """How many calls can run at once: the limiter's tokens (inside an event loop)."""
+        return self.limiter.total_tokens
+
     async def acquire(self) -> Job:
         """Wait for a limiter token (cancellable) and return the job that holds it."""
         _release_orphans()
@@ -332,6 +337,11 @@ class ProcessExecutor(ThreadExecutor):
         tokens = workers if limiter is None else min(limiter.total_tokens, workers)
         self.native_threads = max(1, cpus // max(1, int(tokens)))
 
+    @property
+    def capacity(self) -> float:
+        """How many calls can run at once: the limiter's tokens, at most ``max_workers``."""
+        return min(self.limiter.total_tokens, self.max_workers)
+
     def ref(self, model: Any) -> Any:
         """A handle naming ``model`` to the workers; its file is written on first use."""
         shipment = self._shipments.get(model)
@@ -384,6 +394,7 @@ class ProcessExecutor(ThreadExecutor):
         call = (sklearn.get_config(), self.native_threads, packed[func], arguments)
         name = os.path.join(self._directory, uuid.uuid4().hex)
         request, reply = f"{name}.request", f"{name}.reply"
+        os.makedirs(self._directory, exist_ok=True)  # if a cleaner removed it
         try:
             async with self.limiter:
                 for shipment in list(self._shipments.values()):
@@ -398,7 +409,10 @@ class ProcessExecutor(ThreadExecutor):
                         cancellable=True,
                         limiter=self._processes.get(),
                     )
-            return await anyio.to_thread.run_sync(_work.load_unpacked, reply)
+            fitted = await anyio.to_thread.run_sync(_work.load_unpacked, reply)
+            # Cancelled while the model was read back: the caller must not swap it in.
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            return fitted
         finally:
             # Left over only when the fit failed or was cancelled (each side removes
             # the file it read).
@@ -473,7 +487,8 @@ def _handle_for_fit(executor: ProcessExecutor, arg: Any) -> Any:
 
 
 class _Shipment:
-    """A model version on its way to the workers: written to a file once, on demand.
+    """A model version on its way to the workers: written to a file on demand, once
+    (again if the file vanished).
 
     Pickled, it is a :class:`~asyncclf._work.ModelHandle` (key and path). The file
     goes when the served model it belongs to is gone.
@@ -487,14 +502,15 @@ class _Shipment:
         weakref.finalize(self, _remove, self.path)
 
     def write(self) -> None:
-        """Write the model's file if it is not written yet (in a worker thread)."""
+        """Write the model's file unless it is there (in a worker thread), again if it
+        went (a temporary-file cleaner may remove it, or its directory)."""
         with self._lock:
-            if self._estimator is None:
+            if os.path.exists(self.path):
                 return
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
             temporary = f"{self.path}.tmp"
             _work.dump(_work.pack(self._estimator), temporary)
             os.replace(temporary, self.path)
-            self._estimator = None
 
     def handle(self) -> _work.ModelHandle:
         return _work.ModelHandle(self.key, self.path)

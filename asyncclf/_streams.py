@@ -232,7 +232,8 @@ async def open_stream(
     """Stream ``convert``-ed results for the texts of ``source``; see the module docs.
 
     ``max_in_flight`` defaults to ``(N + 1) * max_batch_size`` texts, ``N`` being the
-    limiter's tokens: a full batch for every worker and one filling behind them.
+    executor's capacity (its limiter's tokens, at most its workers, at most 256): a
+    full batch for every worker and one filling behind them.
     """
     check_source(source)
     if on_error not in ("raise", "yield"):
@@ -245,7 +246,7 @@ async def open_stream(
         raise InvalidParameterError(msg)
     # Requests waited for at once, each leading at most one batch: one per limiter token
     # (read now), and never more than the window lets in.
-    tokens = max(1, int(min(batcher.executor.limiter.total_tokens, _MAX_WIDTH)))
+    tokens = max(1, int(min(batcher.executor.capacity, _MAX_WIDTH)))
     if max_in_flight is None:
         max_in_flight = (tokens + 1) * batcher.max_batch_size
     width = min(tokens, max_in_flight)

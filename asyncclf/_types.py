@@ -140,6 +140,11 @@ class Executor(Protocol):
     def limiter(self) -> anyio.CapacityLimiter:
         """The limiter in force: one token per call that may run at once."""
 
+    @property
+    def capacity(self) -> float:
+        """How many calls can run at once: the limiter's tokens, or fewer if the
+        executor has fewer workers. A stream keeps this many batches in flight."""
+
     def set_limiter(self, limiter: anyio.CapacityLimiter | None) -> None:
         """Use ``limiter``, shared with others; ``None`` restores the executor's own."""
 

@@ -27,7 +27,14 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import ThreadpoolController
 
-from ._errors import AsyncClfError, UnsupportedEstimatorError, own_copy, rebuild
+from ._errors import (
+    AsyncClfError,
+    UnsupportedEstimatorError,
+    describe,
+    own_copy,
+    rebuild,
+    same_exception,
+)
 
 __all__ = [
     "KINDS",
@@ -153,6 +160,11 @@ def call_portable(
         result = call_in_worker(config, threads, func, args)
     except Exception as exc:
         return Raised(exc)
+    except BaseException as exc:
+        # SystemExit or KeyboardInterrupt from estimator code: it fails this call, as
+        # in a worker thread, and neither ends the worker nor reaches the parent's loop.
+        msg = f"The worker was interrupted by {exc!r}."
+        return Raised(AsyncClfError(msg))
     crossing: T = portable(result)
     return crossing
 
@@ -194,7 +206,14 @@ def portable(result: Any) -> Any:
 
 
 class _Crossing:
-    """An exception on its way back from a worker process (see :func:`portable`)."""
+    """An exception on its way back from a worker process (see :func:`portable`).
+
+    Pickled, it becomes the bytes of a faithful copy that was checked to unpickle here
+    (see :func:`~asyncclf._errors.faithful_copy`), to be given its traceback in the
+    worker as its cause in the parent; or, when no copy crosses, what
+    :func:`_stranded` says instead. Nothing about the exception can fail the rest of
+    the reply.
+    """
 
     __slots__ = ("error",)
 
@@ -204,15 +223,29 @@ class _Crossing:
     def __reduce__(self) -> tuple[Any, ...]:
         error = self.error
         kind = type(error)
-        # The traceback cannot cross: its text does, as the rebuilt exception's cause.
-        trace = "".join(traceback.format_exception(error))
-        parts = (kind, error.args, getattr(error, "__dict__", {}), str(error), trace)
+        name = f"{kind.__module__}.{kind.__qualname__}"
         try:
-            pickle.dumps(parts, protocol=pickle.HIGHEST_PROTOCOL)
+            trace = "".join(traceback.format_exception(error))
         except Exception as exc:
-            name = f"{kind.__module__}.{kind.__qualname__}"
-            return _stranded, (name, str(error), repr(exc), trace)
-        return _arrived, parts
+            trace = f"(its traceback could not be formatted: {exc!r})"
+        # Pickled as it is, if that gives it back whole (built-in exceptions keep what
+        # they hold outside args); else its type, args and attributes, rebuilt without
+        # __init__ (see own_copy). Either is tried here, so that it surely unpickles.
+        why = "no copy of it survives pickling"
+        try:
+            content = pickle.dumps(error, protocol=pickle.HIGHEST_PROTOCOL)
+            if same_exception(pickle.loads(content), error):
+                return _arrived, (content, trace)
+        except Exception as exc:
+            why = repr(exc)
+        try:
+            parts = (kind, error.args, getattr(error, "__dict__", {}))
+            content = pickle.dumps(parts, protocol=pickle.HIGHEST_PROTOCOL)
+            if same_exception(rebuild(*pickle.loads(content)), error):
+                return _rebuilt_here, (content, trace)
+        except Exception as exc:
+            why = repr(exc)
+        return _stranded, (name, describe(error), why, trace)
 
 
 class WorkerTraceback(Exception):
@@ -223,21 +256,19 @@ class WorkerTraceback(Exception):
         return f"\n{self.args[0]}" if self.args else ""
 
 
-def _arrived(
-    kind: type[BaseException],
-    args: tuple[Any, ...],
-    state: dict[str, Any],
-    message: str,
-    trace: str,
-) -> BaseException:
-    """An estimator's exception, rebuilt in the parent as it was raised in the worker."""
-    with contextlib.suppress(Exception):
-        error = rebuild(kind, args, state)
-        if str(error) == message:
-            error.__cause__ = WorkerTraceback(trace)
-            return error
-    name = f"{kind.__module__}.{kind.__qualname__}"
-    return _stranded(name, message, "it could not be rebuilt", trace)
+def _arrived(content: bytes, trace: str) -> BaseException:
+    """An estimator's exception, unpickled in the parent, its cause the traceback it
+    had in the worker."""
+    error: BaseException = pickle.loads(content)
+    error.__cause__ = WorkerTraceback(trace)
+    return error
+
+
+def _rebuilt_here(content: bytes, trace: str) -> BaseException:
+    """An estimator's exception, rebuilt in the parent without its ``__init__``."""
+    error: BaseException = rebuild(*pickle.loads(content))
+    error.__cause__ = WorkerTraceback(trace)
+    return error
 
 
 def _stranded(kind: str, message: str, why: str, trace: str) -> AsyncClfError:

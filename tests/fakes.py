@@ -288,6 +288,58 @@ class LockedErrorClassifier(KeywordClassifier):
         return super().predict_proba(X)
 
 
+class BadStrError(Exception):
+    """An exception whose ``str()`` raises."""
+
+    def __str__(self) -> str:
+        msg = "__str__ exploded"
+        raise RuntimeError(msg)
+
+
+def _refuse_to_load() -> None:
+    msg = "cannot unpickle me"
+    raise ValueError(msg)
+
+
+class _LoadsBadly:
+    """Pickles fine, fails to unpickle."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _refuse_to_load, ()
+
+
+class LoadFailsError(Exception):
+    """An exception holding something that pickles but does not unpickle."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.payload = _LoadsBadly()
+
+
+def trouble(kind: str) -> Exception:
+    """An exception hard to send between processes, of the given ``kind``."""
+    if kind == "badstr":
+        return BadStrError()
+    if kind == "loadfails":
+        return LoadFailsError("load fails")
+    if kind == "oserror":
+        return FileNotFoundError(2, "No such file or directory", "/nope/x.bin")
+    return CodedError(503)
+
+
+class TroubleClassifier(KeywordClassifier):
+    """A keyword classifier raising ``trouble(kind)`` for any batch with ``boom``."""
+
+    def __init__(self, kind: str = "coded") -> None:
+        super().__init__()
+        self.kind = kind
+
+    def predict_proba(self, X: Sequence[str]) -> NDArray[np.float64]:
+        if any("boom" in text for text in X):
+            raise trouble(self.kind)
+        return super().predict_proba(X)
+
+
 class FitErrorClassifier(KeywordClassifier):
     """A keyword classifier whose fit raises ``CodedError(503)`` (``error="coded"``) or
     a :class:`LockedError` (``error="locked"``), which cannot be pickled."""

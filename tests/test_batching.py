@@ -38,7 +38,9 @@ from .fakes import (
     NaNClassifier,
     RecordingClassifier,
     SharedErrorClassifier,
+    TroubleClassifier,
     settle,
+    trouble,
 )
 
 pytestmark = pytest.mark.anyio
@@ -669,15 +671,9 @@ async def test_a_copied_exception_keeps_its_message_and_attributes(make: Classif
         assert "CodedError: the model server returned HTTP 503" in str(cause)
 
 
-async def test_an_exception_that_cannot_be_pickled_fails_only_its_caller(
-    make: Classifiers,
-) -> None:
-    """An estimator exception holding a lock fails only the caller whose text raised
-    it. Where it cannot cross back from a worker process, that caller gets an
-    AsyncClfError naming its type and message instead; the rest of the batch its rows."""
-    clf = await make(LockedErrorClassifier(), max_batch_size=3, max_latency=10).fit(
-        TRAIN_X, TRAIN_Y
-    )
+async def one_batch_of(clf: AsyncClassifier, texts: list[str]) -> dict[str, Any]:
+    """Classify ``texts`` concurrently, one caller each (with ``max_batch_size`` as many
+    and a long ``max_latency`` they share one batch): each text's label or exception."""
     outcomes: dict[str, Any] = {}
 
     async def call(text: str) -> None:
@@ -688,8 +684,64 @@ async def test_an_exception_that_cannot_be_pickled_fails_only_its_caller(
 
     with anyio.fail_after(30):
         async with anyio.create_task_group() as tasks:
-            for text in ("spam spam", "boom", "eggs"):
+            for text in texts:
                 tasks.start_soon(call, text)
+    return outcomes
+
+
+@pytest.mark.parametrize("kind", ["badstr", "loadfails", "oserror", "coded"])
+async def test_an_awkward_exception_fails_only_its_caller(make: Classifiers, kind: str) -> None:
+    """Exceptions hard to send between processes (str() raises; unpickling fails; a
+    built-in one keeping attributes outside args; a message built in __init__) fail
+    only the caller whose text raised them, whole where they can cross: same type,
+    message and attributes; else as an AsyncClfError naming them."""
+    clf = await make(TroubleClassifier(kind), max_batch_size=3, max_latency=10).fit(
+        TRAIN_X, TRAIN_Y
+    )
+    outcomes = await one_batch_of(clf, ["spam spam", "boom", "eggs"])
+    assert (outcomes["spam spam"], outcomes["eggs"]) == ("spam", "eggs")
+    failure: Any = outcomes["boom"]
+    expected = trouble(kind)
+    if kind == "loadfails" and make.name != "threads":
+        assert type(failure) is AsyncClfError
+        assert "tests.fakes.LoadFailsError: load fails" in str(failure)
+        return
+    assert failure.__class__ is expected.__class__
+    assert failure.args == expected.args
+    got: Any = failure  # its attributes, whatever the type check narrowed it to
+    if kind == "oserror":
+        assert (got.errno, got.filename) == (2, "/nope/x.bin")
+    if kind == "coded":
+        assert str(got) == "the model server returned HTTP 503"
+        assert got.code == 503
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
+async def test_an_interrupt_in_the_estimator_fails_its_batch_not_the_program(
+    make: Classifiers, interrupt: type[BaseException]
+) -> None:
+    """KeyboardInterrupt or SystemExit raised by the estimator fails the batch with an
+    AsyncClfError, in a thread or a worker process alike: it neither ends the program
+    nor leaves a dead worker behind for the next call."""
+    clf = await make(InterruptingClassifier(interrupt=interrupt)).fit(TRAIN_X, TRAIN_Y)
+    with pytest.raises(AsyncClfError, match="interrupted by"):
+        await clf.classify("spam")
+    await clf.set_params(estimator=KeywordClassifier()).fit(TRAIN_X, TRAIN_Y)
+    assert (await clf.classify("spam")).label == "spam"
+    await settle(clf)
+    assert clf.limiter_.statistics().borrowed_tokens == 0
+
+
+async def test_an_exception_that_cannot_be_pickled_fails_only_its_caller(
+    make: Classifiers,
+) -> None:
+    """An estimator exception holding a lock fails only the caller whose text raised
+    it. Where it cannot cross back from a worker process, that caller gets an
+    AsyncClfError naming its type and message instead; the rest of the batch its rows."""
+    clf = await make(LockedErrorClassifier(), max_batch_size=3, max_latency=10).fit(
+        TRAIN_X, TRAIN_Y
+    )
+    outcomes = await one_batch_of(clf, ["spam spam", "boom", "eggs"])
     assert outcomes["spam spam"] == "spam"
     assert outcomes["eggs"] == "eggs"
     failure = outcomes["boom"]

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,12 +24,14 @@ from asyncclf import (
     InvalidParameterError,
     ProcessExecutor,
     ThreadExecutor,
+    _work,
 )
 from asyncclf._types import Token
 
 from .fakes import (
     TRAIN_X,
     TRAIN_Y,
+    DyingClassifier,
     KeywordClassifier,
     SlowFitClassifier,
     SlowPredictClassifier,
@@ -183,6 +188,47 @@ async def test_max_workers_bounds_the_worker_processes_whatever_the_limiter() ->
     assert len(anyio_workers() - before) == 1
 
 
+async def test_a_fit_cancelled_while_its_model_is_read_back_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Cancelled while the fitted model is unpickled in the parent (a large model takes
+    a while), the fit raises the cancellation and the served model stays."""
+    clf = await AsyncClassifier(KeywordClassifier(), executor=ProcessExecutor(max_workers=1)).fit(
+        TRAIN_X, TRAIN_Y
+    )
+    started = threading.Event()
+    load = _work.load_unpacked
+
+    def slow_load(path: str) -> Any:
+        started.set()
+        time.sleep(0.5)
+        return load(path)
+
+    monkeypatch.setattr(_work, "load_unpacked", slow_load)
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.fit, TRAIN_X, TRAIN_Y)
+            await anyio.to_thread.run_sync(started.wait, 10)
+            scope.cancel()
+    assert scope.cancelled_caught
+    assert clf.version == 1
+
+
+async def test_a_removed_model_directory_is_made_again() -> None:
+    """A temporary-file cleaner removing the executor's directory breaks nothing: a new
+    worker finds the serving model written again, and fits still work."""
+    executor = ProcessExecutor(max_workers=1)
+    clf = await AsyncClassifier(DyingClassifier(), executor=executor).fit(TRAIN_X, TRAIN_Y)
+    assert (await clf.classify("spam")).label == "spam"
+    shutil.rmtree(executor._directory)
+    with pytest.raises(AsyncClfError, match="died"):
+        await clf.classify("DIE")  # the worker holding the model goes
+    assert (await clf.classify("spam")).label == "spam"
+    await clf.fit(TRAIN_X, TRAIN_Y)
+    assert clf.version == 2
+    assert (await clf.classify("eggs")).label == "eggs"
+
+
 class CountingExecutor:
     """An executor of one's own, by delegation (not a subclass): counts the batches."""
 
@@ -198,6 +244,10 @@ class CountingExecutor:
     @property
     def limiter(self) -> anyio.CapacityLimiter:
         return self.inner.limiter
+
+    @property
+    def capacity(self) -> float:
+        return self.inner.capacity
 
     def set_limiter(self, limiter: anyio.CapacityLimiter | None) -> None:
         self.inner.set_limiter(limiter)
