@@ -33,7 +33,7 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import anyio
@@ -320,23 +320,25 @@ class DaskExecutor(ThreadExecutor):
         shipments = _shipments_in(args)
         keys = tuple(shipment.key for shipment in shipments)
         if what == "fit":
-            args = _scatter_lists(client, args)
+            with _reaching(self.address):
+                args = _scatter_lists(client, args)
         send = any(not shipment.sent for shipment in shipments)
         resent = False
         while True:
-            models = {s.key: s.scattered(client) for s in shipments} if send else {}
-            future = client.submit(
-                run_in_worker,
-                config,
-                threads,
-                func,
-                args,
-                keys,
-                models,
-                key=f"asyncclf-{what}-{uuid.uuid4().hex}",
-                pure=False,
-                retries=retries,
-            )
+            with _reaching(self.address):
+                models = {s.key: s.scattered(client) for s in shipments} if send else {}
+                future = client.submit(
+                    run_in_worker,
+                    config,
+                    threads,
+                    func,
+                    args,
+                    keys,
+                    models,
+                    key=f"asyncclf-{what}-{uuid.uuid4().hex}",
+                    pure=False,
+                    retries=retries,
+                )
             if submission is not None and not submission.started(future):
                 msg = f"The {what} was cancelled."
                 raise AsyncClfError(msg)
@@ -347,7 +349,8 @@ class DaskExecutor(ThreadExecutor):
                     raise AsyncClfError(msg)
                 self._waiting.add(future)
             try:
-                result: Any = future.result()
+                with _reaching(self.address):
+                    result: Any = future.result()
             except distributed.KilledWorker as exc:
                 msg = (
                     f"The Dask workers running this {what} died (killed, out of memory, or a "
@@ -385,6 +388,16 @@ class DaskExecutor(ThreadExecutor):
             self._follow(client)
             answer: T = _work.returned(result)
             return answer
+
+
+@contextlib.contextmanager
+def _reaching(address: str) -> Iterator[None]:
+    """Turn the client's failure to reach the scheduler into an ``AsyncClfError``."""
+    try:
+        yield
+    except (OSError, _distributed("client").ClosedClientError) as exc:
+        msg = f"The Dask scheduler at {address!r} cannot be reached: {exc}"
+        raise AsyncClfError(msg) from exc
 
 
 def _shipments_in(args: tuple[Any, ...]) -> list[_Shipment]:

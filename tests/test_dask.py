@@ -382,6 +382,29 @@ async def test_aclose_fails_a_fit_still_running_on_the_cluster(client: Any) -> N
     assert clf.limiter_.statistics().borrowed_tokens == 0
 
 
+async def test_a_cluster_gone_fails_calls_with_a_clear_error() -> None:
+    """Once the scheduler is gone, a call fails with an AsyncClfError saying so, not
+    with the Dask client's own error."""
+
+    def start() -> tuple[Any, Any]:
+        cluster = distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+        )
+        return cluster, distributed.Client(cluster)
+
+    cluster, own = await in_thread(start)
+    try:
+        clf = AsyncClassifier(KeywordClassifier(), executor=DaskExecutor(own))
+        await clf.fit(TRAIN_X, TRAIN_Y)
+        assert (await clf.classify("spam")).label == "spam"
+        await in_thread(cluster.close)
+        with anyio.fail_after(60), pytest.raises(AsyncClfError, match="cannot be reached"):
+            await clf.classify("eggs")
+    finally:
+        await in_thread(own.close)
+        await in_thread(cluster.close)
+
+
 def test_bad_arguments_are_refused(client: Any) -> None:
     """Anything but a synchronous distributed.Client or an address is refused at once."""
     with pytest.raises(InvalidParameterError, match=r"distributed\.Client or a scheduler"):
