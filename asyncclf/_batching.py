@@ -340,7 +340,7 @@ class Batcher:
     async def _lead(self, lane: _Lane) -> None:
         lane.leading = True
         try:
-            if lane.size < self.max_batch_size and self.max_latency > 0:
+            if await self._company_is_coming(lane):
                 lane.full = anyio.Event()
                 with anyio.move_on_after(self.max_latency):
                     await lane.full.wait()
@@ -362,6 +362,25 @@ class Batcher:
             if lane.leading:
                 lane.leading = False
                 self._wake_next(lane)
+
+    async def _company_is_coming(self, lane: _Lane) -> bool:
+        """Whether the leader of ``lane`` should wait (up to ``max_latency``) for more
+        requests before taking a limiter token: the adaptive wait.
+
+        Only when a worker is free and requests are arriving: one checkpoint lets the
+        callers started with this one (a burst) queue up, and if any did, the batch
+        is filling fast and waits to fill. A lone caller finding a free worker runs at
+        once, paying no latency for company that is not coming. When every worker is
+        busy there is no wait either: the batch grows while the leader waits for a
+        token anyway.
+        """
+        if lane.size >= self.max_batch_size or self.max_latency <= 0:
+            return False
+        if self.executor.limiter.available_tokens < 1:
+            return False
+        queued = lane.size
+        await anyio.lowlevel.checkpoint()
+        return lane.size > queued and lane.size < self.max_batch_size
 
     def _take(self, lane: _Lane) -> list[Request]:
         """Take requests from the front of ``lane`` up to ``max_batch_size`` texts.

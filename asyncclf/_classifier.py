@@ -80,8 +80,9 @@ def _rehearse(estimator: Any, nested: dict[str, Any]) -> None:
 class AsyncClassifier(Generic[Label]):
     """Awaitable fit, predict, rank and group for a scikit-learn text classifier.
 
-    The estimator's code never runs on the event loop: every call runs in an anyio
-    worker thread holding a token of ``limiter``. Concurrent prediction calls are
+    The estimator's code never runs on the event loop: every call runs in a worker (a
+    thread, a process or a Dask worker, as ``executor`` says) holding a token of
+    ``limiter``. Concurrent prediction calls are
     merged into vectorised estimator calls of at most ``max_batch_size`` texts; a call
     waits at most ``max_latency`` seconds for company. ``fit`` trains a clone and swaps
     it in atomically, so predictions keep flowing during a refit.
@@ -102,7 +103,9 @@ class AsyncClassifier(Generic[Label]):
             for threads, one per worker process for processes. Share one between
             classifiers to bound them together.
         max_batch_size: Most texts in one estimator call.
-        max_latency: Seconds a call waits for other calls to fill its batch.
+        max_latency: The longest a batch waits for more calls, which it does only
+            while a worker is free and calls are arriving together (a lone call
+            finding a free worker runs at once); see docs/batching.md.
         max_queue: Most texts waiting for a batch; see ``overload``.
         overload: When the queue is full, ``"wait"`` for room or ``"raise"``
             :class:`OverloadedError` at once.

@@ -29,10 +29,12 @@ async def test_gather_many_classify_calls(make: Classifiers) -> None:
 
 @pytest.mark.asyncio
 async def test_wait_for_timeout_cancels_cleanly(make: Classifiers) -> None:
-    """asyncio.wait_for timing out a queued call leaves the classifier consistent."""
-    clf = await make(KeywordClassifier(), max_latency=5.0).fit(TRAIN_X, TRAIN_Y)
+    """asyncio.wait_for timing out queued calls leaves the classifier consistent."""
+    clf = await make(KeywordClassifier(), max_latency=5.0, max_batch_size=3).fit(TRAIN_X, TRAIN_Y)
+    # Two calls at once: their batch waits (up to max_latency) for a third to fill it.
+    calls = asyncio.gather(clf.classify("spam"), clf.classify("eggs"))
     with pytest.raises(asyncio.TimeoutError):
-        await asyncio.wait_for(clf.classify("spam"), timeout=0.01)
+        await asyncio.wait_for(calls, timeout=0.01)
     assert clf.statistics().queue_depth == 0
     assert clf.statistics().batches == 0
     clf.set_params(max_latency=0.0)

@@ -38,6 +38,7 @@ from .fakes import (
     NaNClassifier,
     RecordingClassifier,
     SharedErrorClassifier,
+    SlowPredictClassifier,
     TroubleClassifier,
     settle,
     trouble,
@@ -187,34 +188,73 @@ async def test_cancelled_while_queued_is_never_computed() -> None:
     assert clf.limiter_.statistics().borrowed_tokens == 0
 
 
+async def test_a_lone_caller_finding_a_free_worker_runs_at_once(make: Classifiers) -> None:
+    """The adaptive wait: with a worker free and nobody else arriving, a call does not
+    wait max_latency for company (here a minute) but runs at once."""
+    clf = await make(KeywordClassifier(), max_latency=60).fit(TRAIN_X, TRAIN_Y)
+    with anyio.fail_after(10):
+        for text in ("spam", "eggs", "spam spam"):
+            assert (await clf.classify(text)).label == text.split()[0]
+    assert clf.statistics().batches == 3
+
+
+async def test_callers_arriving_together_still_share_a_batch(make: Classifiers) -> None:
+    """A burst of callers with a worker free forms one batch: the leader sees the
+    others queue up and waits (at most max_latency) for them."""
+    clf = await make(KeywordClassifier(), max_latency=60, max_batch_size=5).fit(TRAIN_X, TRAIN_Y)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            for i in range(5):
+                tasks.start_soon(clf.classify, f"spam {i}")
+    assert clf.statistics().batches == 1
+    assert clf.statistics().max_batch_size_seen == 5
+
+
+async def test_a_caller_queued_behind_busy_workers_does_not_also_wait_max_latency(
+    make: Classifiers,
+) -> None:
+    """While every worker is busy, waiting for a token is the wait for company: once
+    one frees, the queued call runs at once, not max_latency (a minute) later."""
+    clf = await make(
+        SlowPredictClassifier(0.3), max_latency=60, limiter=anyio.CapacityLimiter(1)
+    ).fit(TRAIN_X, TRAIN_Y)
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "spam")
+            await anyio.sleep(0.05)  # the first batch holds the only token
+            tasks.start_soon(clf.classify, "eggs")
+    assert clf.statistics().batches == 2
+
+
 async def test_leader_cancelled_while_its_batch_runs_still_serves_the_others() -> None:
     """Cancelling the caller that runs a batch loses only its own result."""
     clf, log, gate = await recording(max_latency=0.05)
     gate.close()
     results: dict[str, Prediction] = {}
-    leader_scope = anyio.CancelScope()
+    texts = [f"spam {i}" for i in range(6)]
+    scopes = {text: anyio.CancelScope() for text in texts}
 
-    async def call(text: str, scope: anyio.CancelScope | None = None) -> None:
-        with scope or anyio.CancelScope():
+    async def call(text: str) -> None:
+        with scopes[text]:
             results[text] = await clf.classify(text)
 
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(call, "leader", leader_scope)
-            await wait_all_tasks_blocked()
-            for i in range(5):
-                tasks.start_soon(call, f"spam {i}")
+            # Started together: whoever leads sees company coming and waits for it.
+            for text in texts:
+                tasks.start_soon(call, text)
             await gate.wait_entered()
-            leader_scope.cancel()
+            # The leader took the front of the queue: its own request comes first.
+            leader = log.batches[0][0]
+            scopes[leader].cancel()
             await wait_all_tasks_blocked()
             gate.release.set()
     assert len(log.batches) == 1
-    assert log.batches[0][0] == "leader"
-    assert sorted(log.batches[0][1:]) == [f"spam {i}" for i in range(5)]
-    assert leader_scope.cancelled_caught
-    assert "leader" not in results
-    for i in range(5):
-        assert results[f"spam {i}"].label == "spam"
+    assert sorted(log.batches[0]) == texts
+    assert scopes[leader].cancelled_caught
+    assert leader not in results
+    assert sorted(results) == sorted(set(texts) - {leader})
+    assert all(prediction.label == "spam" for prediction in results.values())
     assert clf.limiter_.statistics().borrowed_tokens == 0
 
 
