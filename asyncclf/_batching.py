@@ -376,8 +376,8 @@ class Batcher:
         """
         if lane.size >= self.max_batch_size or self.max_latency <= 0:
             return False
-        if self.executor.limiter.available_tokens < 1:
-            return False
+        if self.executor.capacity - self.executor.limiter.borrowed_tokens < 1:
+            return False  # every worker is busy
         queued = lane.size
         await anyio.lowlevel.checkpoint()
         return lane.size > queued and lane.size < self.max_batch_size
