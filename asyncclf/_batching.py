@@ -339,6 +339,7 @@ class Batcher:
 
     async def _lead(self, lane: _Lane) -> None:
         lane.leading = True
+        leading = True  # this task's own: the lane's flag belongs to the next leader
         try:
             if await self._company_is_coming(lane):
                 lane.full = anyio.Event()
@@ -348,7 +349,7 @@ class Batcher:
             job = await self.executor.acquire()
             # No checkpoint from here to the start of the run: the token is the job's.
             batch = self._take(lane)
-            lane.leading = False
+            lane.leading = leading = False
             self._wake_next(lane)
             try:
                 compute, tag = self.prepare(lane.key)
@@ -358,8 +359,10 @@ class Batcher:
                 return
             await self._run(job, compute, tag, batch)
         finally:
-            lane.full = None
-            if lane.leading:
+            # Only while this task still leads: once it handed the lane on, another
+            # task may lead it, and its flag and its wait are not this task's to clear.
+            if leading:
+                lane.full = None
                 lane.leading = False
                 self._wake_next(lane)
 

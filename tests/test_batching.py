@@ -188,6 +188,25 @@ async def test_cancelled_while_queued_is_never_computed() -> None:
     assert clf.limiter_.statistics().borrowed_tokens == 0
 
 
+async def test_a_leader_whose_batch_ends_leaves_the_next_leader_alone() -> None:
+    """A leader's clean-up when its batch ends does not undo the leadership of the
+    caller already leading the next batch: no second leader, no empty batch run."""
+    clf, log, gate = await recording(max_latency=0.2, max_batch_size=10)
+    gate.close()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "spam")
+            await gate.wait_entered()  # the first batch is held in its thread
+            for text in ("eggs 1", "eggs 2"):  # a burst: its leader waits for company
+                tasks.start_soon(clf.classify, text)
+            await wait_all_tasks_blocked()
+            gate.release.set()  # the first batch ends while the next leader waits
+    assert [sorted(batch) for batch in log.batches] == [["spam"], ["eggs 1", "eggs 2"]]
+    stats = clf.statistics()
+    assert (stats.batches, stats.items, stats.mean_batch_size) == (2, 3, 1.5)
+    assert clf.limiter_.statistics().borrowed_tokens == 0
+
+
 async def test_a_lone_caller_finding_a_free_worker_runs_at_once(make: Classifiers) -> None:
     """The adaptive wait: with a worker free and nobody else arriving, a call does not
     wait max_latency for company (here a minute) but runs at once."""

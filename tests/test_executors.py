@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -318,7 +319,12 @@ def test_a_script_without_a_main_guard_gets_a_clear_error(tmp_path: Path) -> Non
         [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode != 0
-    # The error raised, not only one in the chain of causes, names the fix.
-    raised = done.stderr.strip().splitlines()[-1]
+    # The error raised, not only one in the chain of causes, names the fix: the last
+    # exception line of the traceback (asyncio may print a warning after it).
+    raised = [
+        line
+        for line in done.stderr.splitlines()
+        if re.match(r"[\w.]+(Error|Exception|Exit|Interrupt)\b", line)
+    ][-1]
     assert raised.startswith("asyncclf._errors.AsyncClfError: ProcessExecutor was created")
     assert 'if __name__ == "__main__":' in raised
