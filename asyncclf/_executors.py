@@ -434,6 +434,8 @@ async def _pool_outlives_this_task() -> None:
     uses a system task and nothing is needed.
     """
     setup = _POOL_SETUP.get()
+    if setup.done.is_set():
+        return  # every batch after the first: no checkpoint added to its way
     if not setup.started:
         setup.started = True
         try:
