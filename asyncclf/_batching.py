@@ -2,24 +2,29 @@
 
 How a batch forms, with no background task:
 
-* A call puts a :class:`Request` (its texts) in the *lane* of its kind of computation
-  and waits. Requests of one lane are answered in arrival order.
-* Whoever waits while the lane has no leader becomes its leader. The leader waits up to
-  ``max_latency`` for the lane to fill to ``max_batch_size`` texts, then for a limiter
-  token, takes as many requests from the front as fit in ``max_batch_size`` and hands
-  leadership on to the next waiting request, so the next batch forms while this one
-  runs. Under load, requests pile up while every token is busy and batches grow on
-  their own.
-* The batch owns its limiter token and its worker thread: the thread hands the
-  results to every request through the event loop when it ends, whoever still waits.
-  A leader cancelled while its batch runs returns at once; the batch completes for
-  everybody else and then gives its token back. If the estimator raises, the worker
-  retries parts of the batch (see :func:`run_batch`) until it knows whom the failure
-  belongs to: only those requests get an exception, everyone else a correct result.
-* A request cancelled while queued is withdrawn before any batch takes it; one cancelled
-  while its batch runs loses only its own result.
-* Settings changed meanwhile apply to batches formed afterwards: a request queued
-  before ``max_batch_size`` was lowered runs alone, in chunks of the new size.
+* A call puts a :class:`Request` (its texts) in the *lane* of its kind of computation:
+  in the lane's last batch while that has room for them (``max_batch_size`` texts),
+  else in a new batch behind it. A lane is a queue of batches, answered in order, and
+  the callers of one batch share one wake-up: the cost of waiting is paid per batch,
+  not per caller.
+* The first caller of a batch leads it: it waits for the batch to reach the front of
+  the lane, for company if a worker is free and callers are arriving (up to
+  ``max_latency``, see :meth:`Batcher._company_is_coming`), then for a limiter token,
+  takes the batch off the lane (waking the next batch's leader) and runs it. Under
+  load, batches fill while every token is busy and grow on their own.
+* The batch owns its limiter token and its worker thread: the thread hands the result
+  to the event loop when it ends, whoever still waits, and each caller cuts its own
+  rows from it when it wakes. A leader cancelled while its batch runs returns at once;
+  the batch completes for everybody else and then gives its token back. If the
+  estimator raises, the worker retries parts of the batch (see :func:`run_batch`)
+  until it knows whom the failure belongs to: only those requests get an exception,
+  everyone else a correct result.
+* A request cancelled while queued is withdrawn before its batch runs; if it led the
+  batch, the others elect a new leader. One cancelled while its batch runs loses only
+  its own result.
+* Settings changed meanwhile apply to batches formed afterwards, and a batch formed
+  before ``max_batch_size`` was lowered is split when it is taken: its first request
+  runs alone if it is too large, in chunks of the new size.
 
 Calls with more than ``max_batch_size`` texts skip the queue and run in chunks of that
 size: they are already vectorised. Up to one chunk per limiter token runs at once, each
@@ -42,7 +47,7 @@ import numpy as np
 
 from ._errors import OverloadedError, own_copy
 from ._types import BatchStatistics, Executor, Token
-from ._work import Compute, Segment, timed_batch
+from ._work import Compute, Segment, Span, timed_batch
 
 __all__ = ["Batcher", "Outcome", "Request"]
 
@@ -78,49 +83,117 @@ class Outcome:
 
 
 class Request:
-    """Texts waiting in a lane for their rows."""
+    """Texts waiting in a lane for their rows: one caller's, or a few of a stream's."""
 
-    __slots__ = (
-        "event",
-        "lane",
-        "on_taken",
-        "outcome",
-        "per_item",
-        "queued_at",
-        "taken",
-        "texts",
-    )
+    __slots__ = ("_outcome", "batch", "live", "on_taken", "per_item", "queued_at", "start", "texts")
 
-    def __init__(self, lane: _Lane | None, texts: list[str], per_item: bool = False) -> None:
-        self.lane = lane
+    def __init__(self, batch: _Batch, texts: list[str], per_item: bool = False) -> None:
+        self.batch = batch
+        """The batch it runs in (a lowered ``max_batch_size`` may move it to a new one)."""
         self.texts = texts
         self.per_item = per_item
         """Whether each text needs its own outcome when the estimator fails."""
-        self.outcome: Outcome | None = None
-        self.event: anyio.Event | None = None
         self.queued_at = time.perf_counter()
-        self.taken = False
-        """Whether a batch took it (or it was withdrawn): it can no longer grow."""
+        self.start = 0
+        """Where its texts start in its batch's, once the batch is taken."""
+        self.live = True
+        """False once withdrawn: nobody waits for it, and no batch will run it."""
         self.on_taken: anyio.Event | None = None
         """Set once it is taken, for a stream waiting in :meth:`Batcher.wait_taken`."""
+        self._outcome: Outcome | None = None
 
-    def _wake(self) -> None:
-        if self.event is not None:
-            self.event.set()
+    @property
+    def taken(self) -> bool:
+        """Whether a batch took it (or it was withdrawn): it can no longer grow."""
+        return self.batch.taken or not self.live
 
-    def _mark_taken(self) -> None:
-        self.taken = True
-        if self.on_taken is not None:
-            self.on_taken.set()
+    @property
+    def outcome(self) -> Outcome | None:
+        """Its rows, once its batch has ended (cut from the batch's on first look)."""
+        if self._outcome is None:
+            result = self.batch.result
+            if result is None:
+                return None
+            stop = self.start + len(self.texts)
+            if isinstance(result, Exception):
+                segments = [(0, len(self.texts), own_copy(result))]
+            elif len(result) == 1 and not isinstance(rows := result[0][2], BaseException):
+                segments = [(0, len(self.texts), rows[self.start : stop])]
+            else:
+                segments = _slice(result, self.start, stop)
+            self._outcome = Outcome(segments, self.batch.tag)
+        return self._outcome
+
+    def top(self) -> tuple[int, float]:
+        """The column and value of the maximum of its first row, or its failure raised.
+
+        Found for every row of its batch at once, on first look.
+        """
+        batch = self.batch
+        if batch.top is None:
+            result = batch.result
+            rows = result[0][2] if isinstance(result, list) and len(result) == 1 else None
+            if rows is None or isinstance(rows, BaseException):
+                # The batch failed, in part or whole: this request's own outcome says how.
+                outcome = self.outcome
+                assert outcome is not None
+                row = outcome.rows()[0]
+                column = int(row.argmax())
+                return column, float(row[column])
+            columns = rows.argmax(axis=1)
+            batch.top = columns.tolist(), rows[np.arange(len(rows)), columns].tolist()
+        best_columns, best_values = batch.top
+        return best_columns[self.start], best_values[self.start]
+
+
+class _Batch:
+    """Requests of one lane that will run together: one wake-up for all of them.
+
+    A request joins the lane's last batch while it has room, else opens a new one, so a
+    lane is a queue of batches. The first request to wait finding no leader leads the
+    batch: it waits for the batch to reach the lane's front, maybe for company, then
+    for a limiter token, and runs it. Everybody else waits on ``done``.
+    """
+
+    __slots__ = (
+        "done",
+        "lane",
+        "leader",
+        "live",
+        "requests",
+        "result",
+        "size",
+        "tag",
+        "taken",
+        "top",
+        "wake",
+    )
+
+    def __init__(self, lane: _Lane | None) -> None:
+        self.lane = lane
+        self.requests: list[Request] = []
+        self.size = 0
+        """Texts of its live requests."""
+        self.live = 0
+        """Requests not withdrawn."""
+        self.leader: Request | None = None
+        self.wake: anyio.Event | None = None
+        """The leader's, while it waits: set when the batch reaches the lane's front,
+        fills up, or may wait less long."""
+        self.done: anyio.Event | None = None
+        """The other waiters': set when the batch ends, or when it needs a new leader."""
+        self.taken = False
+        self.result: list[Segment] | Exception | None = None
+        """The rows of every text once the batch ended, or the exception that ended it."""
+        self.tag: Any = None
+        self.top: tuple[list[int], list[float]] | None = None
+        """Each row's maximum's column and value, found on first look (see Request.top)."""
 
 
 @dataclass(eq=False)
 class _Lane:
     key: Hashable
-    queue: deque[Request] = field(default_factory=deque)
-    size: int = 0
-    leading: bool = False
-    full: anyio.Event | None = None
+    queue: deque[_Batch] = field(default_factory=deque)
 
 
 def _slice(segments: list[Segment], start: int, stop: int) -> list[Segment]:
@@ -207,8 +280,9 @@ class Batcher:
         for lane in self._lanes.values():
             # A leader waiting for company stops waiting once its batch is full, or
             # when the wait it may still take was shortened.
-            if lane.full is not None and (sooner or lane.size >= max_batch_size):
-                lane.full.set()
+            wake = lane.queue[0].wake if lane.queue else None
+            if wake is not None and (sooner or lane.queue[0].size >= max_batch_size):
+                wake.set()
 
     # -- queue capacity -------------------------------------------------------------
 
@@ -244,75 +318,89 @@ class Batcher:
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = _Lane(key)
-        request = Request(lane, texts, per_item)
-        lane.queue.append(request)
-        lane.size += len(texts)
-        if lane.full is not None and lane.size >= self.max_batch_size:
-            lane.full.set()
+        queue = lane.queue
+        n = len(texts)
+        if queue and queue[-1].size + n <= self.max_batch_size:
+            batch = queue[-1]
+        else:
+            batch = _Batch(lane)
+            queue.append(batch)
+        request = Request(batch, texts, per_item)
+        batch.requests.append(request)
+        batch.live += 1
+        batch.size += n
+        if batch.wake is not None and batch.size >= self.max_batch_size:
+            batch.wake.set()
         return request
 
     def extend(self, request: Request, text: str) -> bool:
-        """Add one (``reserve``d) text to a request still queued and not full.
+        """Add one (``reserve``d) text to a request still queued, if its batch has room.
 
-        Returns False, adding nothing, when a batch has taken the request or it holds
-        ``max_batch_size`` texts: then queue a new request instead. Streams use this to
-        queue texts one by one at the cost of a list append.
+        Returns False, adding nothing, when a batch has taken the request or its batch
+        is full: then queue a new request instead. Streams use this to queue texts one
+        by one at the cost of a list append.
         """
-        if request.taken or len(request.texts) >= self.max_batch_size:
+        batch = request.batch
+        if batch.taken or not request.live or batch.size >= self.max_batch_size:
             return False
         request.texts.append(text)
-        lane = request.lane
-        assert lane is not None
-        lane.size += 1
-        if lane.full is not None and lane.size >= self.max_batch_size:
-            lane.full.set()
+        batch.size += 1
+        if batch.wake is not None and batch.size >= self.max_batch_size:
+            batch.wake.set()
         return True
 
     def withdraw(self, request: Request) -> None:
         """Take a request that nobody will wait for out of its lane, if still queued."""
-        lane = request.lane
-        if not request.taken and lane is not None:
-            request._mark_taken()
-            lane.queue.remove(request)
-            lane.size -= len(request.texts)
-            self._release(len(request.texts))
+        batch = request.batch
+        if batch.taken or not request.live:
+            return
+        request.live = False
+        if request.on_taken is not None:
+            request.on_taken.set()
+        batch.live -= 1
+        batch.size -= len(request.texts)
+        self._release(len(request.texts))
+        if batch.live == 0:
+            # Nobody left to run it for: out of the lane, whose next batch may now lead.
+            lane = batch.lane
+            assert lane is not None
+            front = lane.queue[0] is batch
+            lane.queue.remove(batch)
+            if front:
+                self._hand_on(lane)
+        elif batch.leader is request:
+            batch.leader = None
+            self._elect(batch)
 
-    async def wait(self, request: Request) -> Outcome:
-        """Wait for ``request``'s outcome, leading batches when the lane needs a leader.
+    async def wait(self, request: Request) -> None:
+        """Return once ``request`` has its outcome, leading its batch when it has none.
 
         Cancelling withdraws the request if no batch has taken it yet; a batch already
         running completes for everybody else. Either way the caller returns at once.
         """
-        lane = request.lane
-        assert lane is not None
         try:
-            while request.outcome is None:
-                if not request.taken and not lane.leading:
-                    await self._lead(lane)
+            while (batch := request.batch).result is None:
+                if batch.leader is None and not batch.taken:
+                    await self._lead(request, batch)
                 else:
-                    # Woken by the outcome, or to lead while still queued.
-                    request.event = anyio.Event()
-                    await request.event.wait()
-                    request.event = None
+                    done = batch.done
+                    if done is None:
+                        done = batch.done = anyio.Event()
+                    await done.wait()
         except BaseException:
             # Cancelled (by a cancel scope, or natively by Task.cancel(), wait_for or a
             # TaskGroup, which can land between a wake-up and this task running), or
-            # failed. This request may have been woken to lead the lane: if nobody
-            # leads it now, the next waiting request must, or it would wait forever.
-            request.event = None
+            # failed. If this request led its batch, another waiter must now.
             self.withdraw(request)
-            if not lane.leading:
-                self._wake_next(lane)
             raise
-        return request.outcome
 
     async def wait_taken(self, request: Request) -> None:
         """Return once a batch has taken ``request``, or it was withdrawn; lead nothing.
 
         Someone else must be waiting for the request. A stream starts waiting for its
         next request only once the last one is in a batch: its waiters then never lead
-        a batch of each other's requests (the leader takes the front of the lane and
-        runs that batch to its end, and so could not lead its own request meanwhile).
+        a batch of each other's requests (the leader runs its batch to the end, and so
+        could not lead another meanwhile).
         """
         while not request.taken:
             request.on_taken = anyio.Event()
@@ -323,51 +411,78 @@ class Batcher:
 
     async def submit(self, key: Hashable, texts: list[str]) -> Outcome:
         """Compute the rows for ``texts`` in lane ``key``, batched with other callers."""
-        if len(texts) > self.max_batch_size:
+        n = len(texts)
+        if n > self.max_batch_size:
             return await self._run_chunks(key, texts)
-        await self.reserve(len(texts))
-        return await self.wait(self.enqueue(key, texts))
+        if not self._reserve_now(n):
+            await self.reserve(n)
+        request = self.enqueue(key, texts)
+        await self.wait(request)
+        outcome = request.outcome
+        assert outcome is not None
+        return outcome
+
+    async def top(self, key: Hashable, text: str) -> tuple[int, float, Any]:
+        """Compute one text's row in lane ``key``, batched; return the column and value
+        of its maximum, and the tag (model) that computed it.
+
+        The maxima of a batch's rows are found once for all its texts, in one numpy
+        call. Raises the text's failure, as :meth:`Outcome.rows` would.
+        """
+        if not self._reserve_now(1):
+            await self.reserve(1)
+        request = self.enqueue(key, [text])
+        await self.wait(request)
+        column, value = request.top()
+        return column, value, request.batch.tag
+
+    def _reserve_now(self, n: int) -> bool:
+        """Reserve room for ``n`` texts if there is some (:meth:`reserve`'s fast path)."""
+        if self._queued + n <= self.max_queue or not self._queued:
+            self._queued += n
+            return True
+        return False
 
     # -- batches --------------------------------------------------------------------
 
-    def _wake_next(self, lane: _Lane) -> None:
-        """Hand leadership of ``lane`` to the first request that has a waiter."""
-        for request in lane.queue:
-            if request.event is not None:
-                request.event.set()
-                return
+    def _elect(self, batch: _Batch) -> None:
+        """Wake the waiters of ``batch`` (it lost its leader): the first to run leads."""
+        if batch.done is not None:
+            batch.done.set()
+            batch.done = None
 
-    async def _lead(self, lane: _Lane) -> None:
-        lane.leading = True
-        leading = True  # this task's own: the lane's flag belongs to the next leader
+    def _hand_on(self, lane: _Lane) -> None:
+        """Wake the leader of the batch now at the front of ``lane``, if it waits."""
+        if lane.queue and (wake := lane.queue[0].wake) is not None:
+            wake.set()
+
+    async def _lead(self, request: Request, batch: _Batch) -> None:
+        batch.leader = request
+        lane = batch.lane
+        assert lane is not None
         try:
-            if await self._company_is_coming(lane):
-                lane.full = anyio.Event()
+            while lane.queue[0] is not batch:
+                batch.wake = anyio.Event()
+                await batch.wake.wait()  # until it reaches the front of the lane
+            if await self._company_is_coming(batch):
+                batch.wake = anyio.Event()
                 with anyio.move_on_after(self.max_latency):
-                    await lane.full.wait()
-                lane.full = None
+                    await batch.wake.wait()
             job = await self.executor.acquire()
-            # No checkpoint from here to the start of the run: the token is the job's.
-            batch = self._take(lane)
-            lane.leading = leading = False
-            self._wake_next(lane)
-            try:
-                compute, tag = self.prepare(lane.key)
-            except Exception as exc:
-                job.release()
-                self._deliver(batch, exc, None)
-                return
-            await self._run(job, compute, tag, batch)
         finally:
-            # Only while this task still leads: once it handed the lane on, another
-            # task may lead it, and its flag and its wait are not this task's to clear.
-            if leading:
-                lane.full = None
-                lane.leading = False
-                self._wake_next(lane)
+            batch.wake = None
+        # No checkpoint from here to the start of the run: the token is the job's.
+        texts, spans = self._take(batch)
+        try:
+            compute, tag = self.prepare(lane.key)
+        except Exception as exc:
+            job.release()
+            self._finish(batch, exc, None)
+            return
+        await self._run(job, compute, tag, batch, texts, spans)
 
-    async def _company_is_coming(self, lane: _Lane) -> bool:
-        """Whether the leader of ``lane`` should wait (up to ``max_latency``) for more
+    async def _company_is_coming(self, batch: _Batch) -> bool:
+        """Whether the leader of ``batch`` should wait (up to ``max_latency``) for more
         requests before taking a limiter token: the adaptive wait.
 
         Only when a worker is free and requests are arriving: one checkpoint lets the
@@ -377,70 +492,114 @@ class Batcher:
         busy there is no wait either: the batch grows while the leader waits for a
         token anyway.
         """
-        if lane.size >= self.max_batch_size or self.max_latency <= 0:
+        if batch.size >= self.max_batch_size or self.max_latency <= 0:
             return False
         if self.executor.capacity - self.executor.limiter.borrowed_tokens < 1:
             return False  # every worker is busy
-        queued = lane.size
+        queued = batch.size
         await anyio.lowlevel.checkpoint()
-        return lane.size > queued and lane.size < self.max_batch_size
+        return queued < batch.size < self.max_batch_size
 
-    def _take(self, lane: _Lane) -> list[Request]:
-        """Take requests from the front of ``lane`` up to ``max_batch_size`` texts.
+    def _take(self, batch: _Batch) -> tuple[list[str], list[Span]]:
+        """Take ``batch`` off the front of its lane; return its texts and their spans.
 
-        The first request is always taken, even when ``max_batch_size`` was lowered
-        below its size after it was queued: it then runs alone, in chunks.
+        A batch formed before ``max_batch_size`` was lowered keeps only the requests
+        that fit (its first one always: it then runs alone, in chunks); the others
+        form a new batch at the front of the lane.
         """
-        batch: list[Request] = []
-        size = 0
+        lane = batch.lane
+        assert lane is not None
+        lane.queue.popleft()
+        if batch.size > self.max_batch_size and batch.live > 1:
+            self._split(batch)
+        batch.taken = True
+        texts: list[str] = []
+        spans: list[Span] = []
+        weighted = 0.0
+        first = None
+        for request in batch.requests:
+            if not request.live:
+                continue
+            n = len(request.texts)
+            request.start = start = len(texts)
+            spans.append((start, start + n, request.per_item))
+            texts.extend(request.texts)
+            weighted += request.queued_at * n
+            if first is None:
+                first = request.queued_at
+            if request.on_taken is not None:
+                request.on_taken.set()
+        assert first is not None
+        size = len(texts)
         now = time.perf_counter()
-        while lane.queue and (not batch or size + len(lane.queue[0].texts) <= self.max_batch_size):
-            request = lane.queue.popleft()
-            request._mark_taken()
-            size += len(request.texts)
-            batch.append(request)
-            self._waits.add(now - request.queued_at, len(request.texts))
-        lane.size -= size
+        waits = self._waits
+        waits.count += size
+        waits.total += now * size - weighted
+        waits.maximum = max(waits.maximum, now - first)
         self._release(size)
-        return batch
+        self._hand_on(lane)
+        return texts, spans
 
-    async def _run(self, job: Token, compute: Compute, tag: Any, batch: list[Request]) -> None:
-        """Run ``batch`` holding ``job``'s token; every request gets its outcome.
+    def _split(self, batch: _Batch) -> None:
+        """Keep in ``batch`` the live requests that fit ``max_batch_size`` (at least one);
+        put the others in a new batch at the front of the lane, to elect its leader."""
+        lane = batch.lane
+        assert lane is not None
+        kept: list[Request] = []
+        rest = _Batch(lane)
+        size = 0
+        for request in batch.requests:
+            if not request.live:
+                continue
+            n = len(request.texts)
+            if not rest.requests and (not kept or size + n <= self.max_batch_size):
+                kept.append(request)
+                size += n
+            else:
+                request.batch = rest
+                rest.requests.append(request)
+                rest.live += 1
+                rest.size += n
+        batch.requests, batch.live, batch.size = kept, len(kept), size
+        lane.queue.appendleft(rest)
+        if batch.leader is not None and batch.leader.batch is rest:
+            batch.leader = None  # this task leads ``batch``; ``rest`` needs its own
+        self._elect(batch)  # wakes the waiters of both; those in ``rest`` elect one
 
-        Returns when the outcomes are delivered, or at once if cancelled: the batch
-        then completes in its thread and delivers them to whoever still waits.
+    async def _run(
+        self,
+        job: Token,
+        compute: Compute,
+        tag: Any,
+        batch: _Batch,
+        texts: list[str],
+        spans: list[Span],
+    ) -> None:
+        """Run ``batch`` holding ``job``'s token; its requests then have their outcome.
+
+        Returns when the batch has ended, or at once if cancelled: the batch then
+        completes in its thread and wakes whoever still waits.
         """
-        if len(batch) == 1:
-            texts = batch[0].texts
-            spans = [(0, len(texts), batch[0].per_item)]
-        else:
-            texts, spans = [], []
-            for request in batch:
-                spans.append((len(texts), len(texts) + len(request.texts), request.per_item))
-                texts.extend(request.texts)
 
         def done(result: tuple[list[Segment], int, float] | Exception) -> None:
             # On the event loop, once, whether or not the leader still waits.
             if isinstance(result, Exception):
-                self._deliver(batch, result, None)
+                self._finish(batch, result, None)
                 return
             segments, calls, elapsed = result
             self._count(texts, segments, calls, elapsed)
-            start = 0
-            for request in batch:
-                stop = start + len(request.texts)
-                request.outcome = Outcome(_slice(segments, start, stop), tag)
-                request._wake()
-                start = stop
+            self._finish(batch, segments, tag)
 
         limit = self.max_batch_size
         await self.executor.run_detached(job, timed_batch, (compute, texts, spans, limit), done)
 
-    def _deliver(self, batch: list[Request], error: Exception, tag: Any) -> None:
-        """Fail every request of ``batch`` with its own copy of ``error``."""
-        for request in batch:
-            request.outcome = Outcome([(0, len(request.texts), own_copy(error))], tag)
-            request._wake()
+    def _finish(self, batch: _Batch, result: list[Segment] | Exception, tag: Any) -> None:
+        """End ``batch`` with ``result``: rows (or failures) for all its texts, or the
+        exception for all of them (each request raises its own copy)."""
+        batch.tag = tag
+        batch.result = result
+        if batch.done is not None:
+            batch.done.set()
 
     def _count(self, texts: list[str], segments: list[Segment], calls: int, elapsed: float) -> None:
         self._runs.add(elapsed)
@@ -464,9 +623,13 @@ class Batcher:
         """
         compute, tag = self.prepare(key)
         size = self.max_batch_size
-        chunks = [Request(None, texts[i : i + size]) for i in range(0, len(texts), size)]
-        for chunk in chunks:
-            chunk.taken = True
+        chunks: list[Request] = []
+        for i in range(0, len(texts), size):
+            batch = _Batch(None)
+            batch.taken = True
+            chunk = Request(batch, texts[i : i + size])
+            batch.requests.append(chunk)
+            chunks.append(chunk)
         width = max(1, int(min(self.executor.capacity, len(chunks))))
         next_chunk = 0
         running: list[Request] = []
@@ -499,9 +662,11 @@ class Batcher:
                     return
                 # No checkpoint from here to the start of the run: the token is the job's.
                 running.append(chunk)
-                await self._run(job, compute, tag, [chunk])
-                assert chunk.outcome is not None
-                if chunk.outcome.error is not None:
+                spans = [(0, len(chunk.texts), False)]
+                await self._run(job, compute, tag, chunk.batch, chunk.texts, spans)
+                outcome = chunk.outcome
+                assert outcome is not None
+                if outcome.error is not None:
                     # Stop the chunks waiting for a token; those running finish.
                     for scope in acquiring:
                         scope.cancel()

@@ -30,7 +30,6 @@ from ._model import (
     batch_key,
     default_estimator,
     final_step,
-    prediction,
     predictions,
 )
 from ._progress import Reporter
@@ -527,10 +526,9 @@ class AsyncClassifier(Generic[Label]):
         withdraws the text; cancelling while its batch runs discards only this result.
         """
         text = check_text(text, 0)
-        model = self._require_model()
-        self._require(model, "scores")
-        outcome = await self._rows("scores", [text])
-        return prediction(0, text, outcome.rows()[0], outcome.tag)
+        self._require(self._require_model(), "scores")
+        column, score, model = await self._batcher.top(batch_key("scores"), text)
+        return Prediction(0, text, model.labels[column], score, model.version)
 
     async def rank(
         self, X: Iterable[str], label: Label, *, k: SupportsIndex | None = None

@@ -26,7 +26,6 @@ __all__ = [
     "default_estimator",
     "final_step",
     "labels_of",
-    "prediction",
     "predictions",
 ]
 
@@ -137,6 +136,8 @@ class Config:
 
     __slots__ = ("settings",)
     _interned: ClassVar[dict[tuple[Any, ...], Config]] = {}
+    _last: ClassVar[Config | None] = None
+    """The config returned last: nearly always the one asked for next."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = settings
@@ -144,11 +145,15 @@ class Config:
     @classmethod
     def current(cls) -> Config:
         settings = sklearn.get_config()
+        last = cls._last
+        if last is not None and last.settings == settings:
+            return last  # no hashing of the dozen values: one dict comparison
         # get_config() copies one dict, so the order of its values is stable.
         values = tuple(settings.values())
         config = cls._interned.get(values)
         if config is None:
             config = cls._interned[values] = cls(settings)
+        cls._last = config
         return config
 
 
@@ -168,8 +173,3 @@ def predictions(
         Prediction(start + i, text, labels[j], scores[i], version)
         for i, (text, j) in enumerate(zip(texts, best.tolist(), strict=True))
     ]
-
-
-def prediction(index: int, text: str, row: NDArray[np.float64], model: Model) -> Prediction[Any]:
-    best = int(row.argmax())
-    return Prediction(index, text, model.labels[best], float(row[best]), model.version)

@@ -308,8 +308,8 @@ async def open_stream(
         async def await_outcome(start: int, request: Request, cell: list[_Done | None]) -> None:
             # Cancelled only with the whole stream (then Batcher.wait withdraws the
             # request, if no batch took it, and nothing more is handed on).
-            outcome = await batcher.wait(request)
-            cell[0] = (start, request.texts, outcome, None)
+            await batcher.wait(request)
+            cell[0] = (start, request.texts, request.outcome, None)
             hand_on()
 
         last: Request | None = None

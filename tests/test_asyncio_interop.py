@@ -122,17 +122,17 @@ async def test_task_cancel_of_a_woken_leader_hands_leadership_on() -> None:
     next request (Batcher.wait's except branch); without it the lane waits forever."""
     clf, gate = await held_classifier(max_batch_size=1, limiter=anyio.CapacityLimiter(1))
     batcher = clf._batcher
-    original = batcher._wake_next
+    original = batcher._hand_on
     tasks: dict[str, asyncio.Task[Any]] = {}
     woken: list[str] = []
 
     def wake_and_cancel(lane: Any) -> None:
         original(lane)
-        if not woken and any(r.texts == ["b"] for r in lane.queue):
+        if not woken and lane.queue and lane.queue[0].requests[0].texts == ["b"]:
             woken.append("b")
             tasks["b"].cancel()
 
-    batcher._wake_next = wake_and_cancel  # type: ignore[method-assign]
+    batcher._hand_on = wake_and_cancel  # type: ignore[method-assign]
     first = asyncio.create_task(clf.classify("first"))
     await gate.wait_entered()
     for name in ("a", "b", "c"):

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from asyncclf import AsyncClassifier, AsyncClfError, FailedPrediction, OverloadedError, Prediction
+from asyncclf._model import batch_key
 from asyncclf._work import WorkerTraceback
 
 from .conftest import Classifiers
@@ -343,7 +344,7 @@ async def test_full_queue_raises_overloaded_or_waits() -> None:
             with pytest.raises(OverloadedError, match="max_queue is 2"):
                 await clf.classify("one too many")
             clf.set_params(overload="wait")
-            tasks.start_soon(clf.classify, "waits for room")
+            tasks.start_soon(clf.predict, ["waits for room"])
             await wait_all_tasks_blocked()
             assert clf.statistics().queue_depth == 2
             gate.release.set()
@@ -659,17 +660,17 @@ async def test_a_woken_leader_cancelled_before_it_runs_hands_leadership_on() -> 
     scopes = {name: anyio.CancelScope() for name in ("a", "b", "c")}
     results: dict[str, Prediction] = {}
     batcher = clf._batcher
-    original = batcher._wake_next
+    original = batcher._hand_on
     woken: list[str] = []
 
     def wake_and_cancel(lane: Any) -> None:
         # Cancel "b" in the very step that wakes it to lead, before it can run.
         original(lane)
-        if not woken and any(r.texts == ["b"] for r in lane.queue):
+        if not woken and lane.queue and lane.queue[0].requests[0].texts == ["b"]:
             woken.append("b")
             scopes["b"].cancel()
 
-    batcher._wake_next = wake_and_cancel  # type: ignore[method-assign]
+    batcher._hand_on = wake_and_cancel  # type: ignore[method-assign]
 
     async def call(name: str) -> None:
         with scopes[name]:
@@ -814,20 +815,80 @@ async def test_an_exception_that_cannot_be_pickled_fails_only_its_caller(
 
 
 async def test_lowering_max_latency_ends_the_wait_of_the_batch_forming() -> None:
-    """A leader waiting out a long max_latency forms its batch at once when max_latency
-    is lowered, instead of waiting the old latency."""
-    clf, _, _ = await recording(max_latency=60)
-    result: list[Prediction] = []
+    """A leader waiting for company (callers arrived together, a worker is free) for a
+    long max_latency forms its batch at once when max_latency is lowered, instead of
+    waiting the old latency."""
+    clf, log, _ = await recording(max_latency=60)
+    results: list[Prediction] = []
 
-    async def call() -> None:
-        result.append(await clf.classify("spam"))
+    async def call(text: str) -> None:
+        results.append(await clf.classify(text))
 
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(call)
+            tasks.start_soon(call, "spam")
+            tasks.start_soon(call, "ham")
             await wait_all_tasks_blocked()
+            assert log.batches == []  # waiting for more company
             clf.set_params(max_latency=0)
-    assert result[0].label == "spam"
+    assert sorted(p.label for p in results) == ["ham", "spam"]
+    assert [sorted(batch) for batch in log.batches] == [["ham", "spam"]]
+
+
+async def test_lowering_max_batch_size_splits_a_batch_already_formed() -> None:
+    """Callers queued together before max_batch_size was lowered run in batches of the
+    new size, in arrival order, each with its own answer."""
+    clf, log, gate = await recording(max_batch_size=8, limiter=anyio.CapacityLimiter(1))
+    gate.close()
+    results: dict[int, Prediction] = {}
+
+    async def call(i: int) -> None:
+        results[i] = await clf.classify(f"spam {i}" if i % 2 else f"ham {i}")
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "first")
+            await gate.wait_entered()
+            for i in range(5):
+                tasks.start_soon(call, i)
+                await wait_all_tasks_blocked()  # arrivals in this order
+            clf.set_params(max_batch_size=2)
+            gate.release.set()
+    assert log.batches == [["first"], ["ham 0", "spam 1"], ["ham 2", "spam 3"], ["ham 4"]]
+    assert sorted(results) == list(range(5))
+    for prediction in results.values():
+        assert (prediction.label, prediction.score) == expected(clf, prediction.text)
+    assert clf.statistics().queue_depth == 0
+
+
+async def test_a_leader_split_from_the_batch_it_leads_then_leads_its_own() -> None:
+    """A caller leading a batch whose first request has no waiter yet (a stream's, say)
+    runs that request alone when max_batch_size is lowered, then its own."""
+    clf, log, gate = await recording(max_batch_size=8, limiter=anyio.CapacityLimiter(1))
+    gate.close()
+    batcher = clf._batcher
+    key = batch_key("scores")
+    results: list[Prediction] = []
+
+    async def call() -> None:
+        results.append(await clf.classify("ham x"))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "first")
+            await gate.wait_entered()
+            await batcher.reserve(1)
+            waiterless = batcher.enqueue(key, ["spam s"], per_item=True)
+            tasks.start_soon(call)  # joins the batch and leads it
+            await wait_all_tasks_blocked()
+            clf.set_params(max_batch_size=1)
+            gate.release.set()
+            await batcher.wait(waiterless)
+    assert log.batches == [["first"], ["spam s"], ["ham x"]]
+    assert results[0].label == "ham"
+    assert waiterless.outcome is not None
+    np.testing.assert_allclose(waiterless.outcome.rows(), clf.estimator_.predict_proba(["spam s"]))
+    assert clf.statistics().queue_depth == 0
 
 
 @pytest.mark.parametrize("shape", ["flat", "column", "none"])
