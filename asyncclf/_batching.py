@@ -411,37 +411,30 @@ class Batcher:
 
     async def submit(self, key: Hashable, texts: list[str]) -> Outcome:
         """Compute the rows for ``texts`` in lane ``key``, batched with other callers."""
-        n = len(texts)
-        if n > self.max_batch_size:
+        if len(texts) > self.max_batch_size:
             return await self._run_chunks(key, texts)
-        if not self._reserve_now(n):
-            await self.reserve(n)
-        request = self.enqueue(key, texts)
+        request = self.try_put(key, texts) or await self.put(key, texts)
         await self.wait(request)
         outcome = request.outcome
         assert outcome is not None
         return outcome
 
-    async def top(self, key: Hashable, text: str) -> tuple[int, float, Any]:
-        """Compute one text's row in lane ``key``, batched; return the column and value
-        of its maximum, and the tag (model) that computed it.
+    def try_put(self, key: Hashable, texts: list[str]) -> Request | None:
+        """Queue ``texts`` in lane ``key`` if the queue has room for them, else None.
 
-        The maxima of a batch's rows are found once for all its texts, in one numpy
-        call. Raises the text's failure, as :meth:`Outcome.rows` would.
+        The caller then calls :meth:`put`, and either way :meth:`wait`: the fast path
+        of the commonest call costs no coroutine of its own.
         """
-        if not self._reserve_now(1):
-            await self.reserve(1)
-        request = self.enqueue(key, [text])
-        await self.wait(request)
-        column, value = request.top()
-        return column, value, request.batch.tag
-
-    def _reserve_now(self, n: int) -> bool:
-        """Reserve room for ``n`` texts if there is some (:meth:`reserve`'s fast path)."""
+        n = len(texts)
         if self._queued + n <= self.max_queue or not self._queued:
             self._queued += n
-            return True
-        return False
+            return self.enqueue(key, texts)
+        return None
+
+    async def put(self, key: Hashable, texts: list[str]) -> Request:
+        """Wait for room (or raise ``OverloadedError``), then queue ``texts``."""
+        await self.reserve(len(texts))
+        return self.enqueue(key, texts)
 
     # -- batches --------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from sklearn.base import clone
 from typing_extensions import Self
 
 from . import _ranking, _streams, _work
-from ._batching import Batcher, Outcome
+from ._batching import Batcher
 from ._errors import (
     InvalidInputError,
     InvalidParameterError,
@@ -456,9 +456,6 @@ class AsyncClassifier(Generic[Label]):
         msg = f"{type(model.estimator).__name__} has no {method}, which this call needs."
         raise UnsupportedEstimatorError(msg)
 
-    async def _rows(self, kind: str, texts: list[str]) -> Outcome:
-        return await self._batcher.submit(batch_key(kind), texts)
-
     async def _array(
         self, kind: str, X: Iterable[str], empty: Callable[[Model], NDArray[Any]]
     ) -> NDArray[Any]:
@@ -467,7 +464,7 @@ class AsyncClassifier(Generic[Label]):
         self._require(model, kind)
         if not texts:
             return empty(model)
-        result: NDArray[Any] = (await self._rows(kind, texts)).rows()
+        result: NDArray[Any] = (await self._batcher.submit(batch_key(kind), texts)).rows()
         return result
 
     async def predict(self, X: Iterable[str]) -> NDArray[Any]:
@@ -527,8 +524,14 @@ class AsyncClassifier(Generic[Label]):
         """
         text = check_text(text, 0)
         self._require(self._require_model(), "scores")
-        column, score, model = await self._batcher.top(batch_key("scores"), text)
-        return Prediction(0, text, model.labels[column], score, model.version)
+        # Batcher.submit's steps, inline: the commonest call pays for no more coroutines
+        # than it needs, and takes its label from one argmax over its whole batch.
+        batcher, key, texts = self._batcher, batch_key("scores"), [text]
+        request = batcher.try_put(key, texts) or await batcher.put(key, texts)
+        await batcher.wait(request)
+        column, score = request.top()
+        model: Model = request.batch.tag
+        return Prediction(0, text, cast(Label, model.labels[column]), score, model.version)
 
     async def rank(
         self, X: Iterable[str], label: Label, *, k: SupportsIndex | None = None
@@ -546,7 +549,7 @@ class AsyncClassifier(Generic[Label]):
         model.column(label)
         if not texts:
             return []
-        outcome = await self._rows("scores", texts)
+        outcome = await self._batcher.submit(batch_key("scores"), texts)
         scores = outcome.rows()[:, outcome.tag.column(label)]
         return _ranking.rank(texts, scores, k)
 
@@ -564,7 +567,7 @@ class AsyncClassifier(Generic[Label]):
         self._require(model, "scores")
         if not texts:
             return {cast(Label, label): [] for label in model.labels}
-        outcome = await self._rows("scores", texts)
+        outcome = await self._batcher.submit(batch_key("scores"), texts)
         labels = cast(list[Label], outcome.tag.labels)
         return _ranking.group(texts, outcome.rows(), labels, k)
 
