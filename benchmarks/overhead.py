@@ -1,6 +1,6 @@
 """Per-caller cost of the batching machinery alone, with an estimator that does nothing.
 
-Usage: python benchmarks/overhead.py [--rounds R] [--callers N ...]
+Usage: python benchmarks/overhead.py [--rounds R] [--callers N ...] [--no-gc]
 
 N concurrent single-text callers are started the cheapest native way (``asyncio.gather``
 on asyncio, a nursery on trio) and each awaits one call. Printed per caller, in µs, the
@@ -13,12 +13,19 @@ median over R interleaved rounds (min-max in brackets):
 
 The estimator returns constant probabilities without looking at the texts, so only
 the batching machinery is timed. No assertion: these are figures to read side by side.
+
+``--no-gc`` turns CPython's cyclic garbage collector off while a round runs (and
+collects between rounds). With it on, the cost per caller grows with the number of
+callers for every contender, the bare tasks included: each full collection walks
+every live task, and more callers mean more collections over more tasks. Off, it
+shows what grows with the callers in the machinery itself.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -115,8 +122,14 @@ def batched() -> Contender | None:
     return run
 
 
-def timed(backend: str, contender: Contender, texts: list[str]) -> float:
-    elapsed: float = anyio.run(contender, texts, backend=backend)
+def timed(backend: str, contender: Contender, texts: list[str], collect: bool = True) -> float:
+    gc.collect()
+    if not collect:
+        gc.disable()
+    try:
+        elapsed: float = anyio.run(contender, texts, backend=backend)
+    finally:
+        gc.enable()
     return elapsed
 
 
@@ -124,7 +137,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--callers", type=int, nargs="+", default=[1_000, 10_000])
+    parser.add_argument("--no-gc", action="store_true", help="time with the cyclic GC off")
     args = parser.parse_args()
+    print(f"cyclic garbage collector: {'off' if args.no_gc else 'on'} while timing")
 
     async def fitted() -> AsyncClassifier:
         return await AsyncClassifier(NoOpClassifier()).fit(["a", "b"], ["x", "y"])
@@ -149,7 +164,8 @@ def main() -> None:
             samples: dict[str, list[float]] = {name: [] for name in present}
             for _ in range(args.rounds):  # interleaved: drift hits every contender alike
                 for name, contender in present.items():
-                    samples[name].append(timed(backend, contender, texts) / count * 1e6)
+                    elapsed = timed(backend, contender, texts, not args.no_gc)
+                    samples[name].append(elapsed / count * 1e6)
             floor = statistics.median(samples["bare tasks (floor)"])
             print(f"{count:,} callers on {backend}, µs per caller (median [min-max]):")
             for name, values in samples.items():

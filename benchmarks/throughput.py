@@ -7,7 +7,8 @@ to back, so that the machine's drift cancels.
 
 On the 20 Newsgroups test set with the default pipeline, prints throughput as a ratio
 of one synchronous vectorised ``predict_proba`` over the same texts, for naive per-text
-``anyio.to_thread.run_sync``, ``stream`` and 5,000 concurrent ``classify`` callers, on
+``anyio.to_thread.run_sync``, ``stream`` and 5,000 concurrent ``classify`` callers (in
+batches of the default size, in one batch of all of them, and the harness's ceiling), on
 asyncio and trio, and of ``stream`` over Chinese reviews (zh_reviews, whose texts
 take the character n-gram path of the default's tokeniser); then lone-call latency,
 event-loop lag while streaming, and memory growth while streaming 20,000 and 200,000
@@ -183,6 +184,15 @@ def main() -> None:
             for text in callers:
                 tasks.start_soon(one, text)
 
+    async def one_batch() -> None:
+        # The same callers in one batch of all of them: no cost of batching remains but
+        # that of the callers themselves (queueing, waiting, waking, their results).
+        clf.set_params(max_batch_size=len(callers))
+        try:
+            await concurrent()
+        finally:
+            clf.set_params(max_batch_size=256)
+
     def sync_texts() -> float:
         return timed_sync(functools.partial(estimator.predict_proba, texts))
 
@@ -203,6 +213,11 @@ def main() -> None:
                 backend,
                 f"{len(callers)} concurrent classify",
                 paired(repeats, sync_callers, run(concurrent)),
+            ),
+            (
+                backend,
+                "  the same in one batch",
+                paired(repeats, sync_callers, run(one_batch)),
             ),
             (
                 backend,
