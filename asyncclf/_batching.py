@@ -461,7 +461,7 @@ class Batcher:
                 batch.wake = anyio.Event()
                 with anyio.move_on_after(self.max_latency):
                     await batch.wake.wait()
-            job = await self.executor.acquire()
+            job = await self._acquire()
         finally:
             batch.wake = None
         # No checkpoint from here to the start of the run: the token is the job's.
@@ -473,6 +473,19 @@ class Batcher:
             self._finish(batch, exc, None)
             return
         await self._run(job, compute, tag, batch, texts, spans)
+
+    async def _acquire(self) -> Token:
+        """Wait for a token of the executor in force when the token comes.
+
+        ``set_params(executor=...)`` may change the executor while a batch waits: the
+        old one's token then goes back, and the batch waits for one of the new one's.
+        """
+        while True:
+            executor = self.executor
+            job = await executor.acquire()
+            if executor is self.executor:
+                return job
+            job.release()
 
     async def _company_is_coming(self, batch: _Batch) -> bool:
         """Whether the leader of ``batch`` should wait (up to ``max_latency``) for more
@@ -643,7 +656,7 @@ class Batcher:
                 with anyio.CancelScope() as waiting:
                     acquiring.add(waiting)
                     try:
-                        job = await self.executor.acquire()
+                        job = await self._acquire()
                     finally:
                         acquiring.discard(waiting)
                 if job is None:

@@ -32,8 +32,11 @@ from asyncclf._types import Token
 from .fakes import (
     TRAIN_X,
     TRAIN_Y,
+    CallLog,
     DyingClassifier,
+    Gate,
     KeywordClassifier,
+    RecordingClassifier,
     SlowFitClassifier,
     SlowPredictClassifier,
     settle,
@@ -237,6 +240,7 @@ class CountingExecutor:
         self.inner = ThreadExecutor()
         self.batches = 0
         self.fits = 0
+        self.issued: set[int] = set()
 
     @property
     def native_threads(self) -> int:
@@ -254,11 +258,15 @@ class CountingExecutor:
         self.inner.set_limiter(limiter)
 
     async def acquire(self) -> Token:
-        return await self.inner.acquire()
+        job = await self.inner.acquire()
+        self.issued.add(id(job))
+        return job
 
     async def run_detached(
         self, job: Token, func: Callable[..., T], args: tuple[Any, ...], done: Any
     ) -> None:
+        assert id(job) in self.issued, "a token of another executor"
+        self.issued.discard(id(job))
         self.batches += 1
         await self.inner.run_detached(job, func, args, done)
 
@@ -290,6 +298,34 @@ async def test_an_executor_of_ones_own_serves_a_classifier() -> None:
     assert executor.fits == 1
     assert executor.batches >= 2
     assert clf.limiter_ is executor.limiter
+
+
+async def test_a_batch_waiting_for_a_token_when_the_executor_changes_runs_on_the_new_one() -> None:
+    """set_params(executor=...) while a batch waits for a token: the batch gives back
+    any token of the old executor and runs on the new one, with the new one's token."""
+    log, gate = CallLog(), Gate()
+    old, new = CountingExecutor(), CountingExecutor()
+    estimator = RecordingClassifier(log=log, gate=gate, block=["predict_proba"])
+    clf = AsyncClassifier(estimator, executor=old, limiter=anyio.CapacityLimiter(1))
+    gate.release.set()
+    await clf.fit(TRAIN_X, TRAIN_Y)
+    gate.close()
+    results: list[str] = []
+
+    async def call(text: str) -> None:
+        results.append((await clf.classify(text)).label)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(call, "spam")
+            await gate.wait_entered()
+            tasks.start_soon(call, "eggs")  # waits for the old executor's only token
+            await wait_all_tasks_blocked()
+            clf.set_params(executor=new, limiter=anyio.CapacityLimiter(1))
+            gate.release.set()
+    assert sorted(results) == ["eggs", "spam"]
+    assert (old.batches, new.batches) == (1, 1)
+    assert old.limiter.borrowed_tokens == new.limiter.borrowed_tokens == 0
 
 
 def test_executor_settings_are_checked() -> None:
