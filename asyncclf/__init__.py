@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from ._classifier import AsyncClassifier, default_estimator
+from ._classifier import AsyncClassifier, default_estimator, online_estimator
 from ._dask import DaskExecutor
 from ._demo import load_sms_spam
 from ._errors import (
@@ -19,6 +19,7 @@ from ._types import (
     BatchStatistics,
     Executor,
     FailedPrediction,
+    LearnReport,
     OnError,
     Overload,
     Prediction,
@@ -40,6 +41,7 @@ __all__ = [
     "FailedPrediction",
     "InvalidInputError",
     "InvalidParameterError",
+    "LearnReport",
     "NotFittedError",
     "OnError",
     "Overload",
@@ -54,4 +56,5 @@ __all__ = [
     "__version__",
     "default_estimator",
     "load_sms_spam",
+    "online_estimator",
 ]

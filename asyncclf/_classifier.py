@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 from sklearn.base import clone
 from typing_extensions import Self
 
-from . import _ranking, _streams, _work
+from . import _learning, _ranking, _streams, _work
 from ._batching import Batcher
 from ._errors import (
     InvalidInputError,
@@ -29,8 +29,9 @@ from ._model import (
     Model,
     batch_key,
     default_estimator,
-    final_step,
+    online_estimator,
     predictions,
+    require_partial_fit,
 )
 from ._progress import Reporter
 from ._types import (
@@ -38,6 +39,7 @@ from ._types import (
     Executor,
     FailedPrediction,
     Label,
+    LearnReport,
     OnError,
     Overload,
     Prediction,
@@ -54,7 +56,7 @@ from ._validation import (
     label_kind,
 )
 
-__all__ = ["AsyncClassifier", "default_estimator"]
+__all__ = ["AsyncClassifier", "default_estimator", "online_estimator"]
 
 
 def _rehearse(estimator: Any, nested: dict[str, Any]) -> None:
@@ -352,13 +354,7 @@ class AsyncClassifier(Generic[Label]):
             else:
                 target = self.estimator if self.estimator is not None else default_estimator()
                 origin = "the estimator"
-            if not hasattr(final_step(target), "partial_fit"):
-                msg = (
-                    f"{type(final_step(target)).__name__} ({origin}) has no partial_fit; "
-                    f"use an estimator that learns incrementally (e.g. SGDClassifier or "
-                    f"MultinomialNB), and fit it first if a model already serves."
-                )
-                raise UnsupportedEstimatorError(msg)
+            require_partial_fit(target, origin)
             if model is None and class_list is None:
                 msg = "The first partial_fit needs classes=[...], every class it will ever see."
                 raise InvalidInputError(msg)
@@ -687,6 +683,82 @@ class AsyncClassifier(Generic[Label]):
             async for index, text, score in results:
                 best.push(index, text, score)
         return best.result()
+
+    # -- online learning -------------------------------------------------------------
+
+    def learn(
+        self,
+        source: Iterable[tuple[str, Label]] | AsyncIterable[tuple[str, Label]],
+        *,
+        classes: Iterable[Label] | None = None,
+        batch_size: int = 256,
+        publish_every: int = 1000,
+        window: int = 1000,
+        on_error: OnError = "raise",
+        max_in_flight: int | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        checkpoint_every: int | None = None,
+        progress: Progress = None,
+    ) -> AbstractAsyncContextManager[AsyncIterator[LearnReport]]:
+        """Learn from a stream of labelled texts while serving, reporting as it goes.
+
+        Use it as ``async with clf.learn(pairs) as reports: async for r in reports``.
+        The classifier learns with a private copy of its model (or, with none serving
+        yet, a clone of its estimator): each mini-batch is first predicted by it, then
+        learned from (``partial_fit``), so the reported accuracy is that of predictions
+        on examples the learner had not seen. Mini-batches grow 1, 2, 4, ... up to
+        ``batch_size`` (from the start, when a model already serves). Every
+        ``publish_every`` examples, and when ``source`` ends, a copy of the learner is
+        swapped in to serve (``version`` + 1): ``classify``, ``stream`` and the other
+        calls are answered by published models only and never wait for learning.
+
+        Leaving the block early, an error or a cancellation stops learning and
+        publishes nothing more: the serving model is the last one published. ``fit``
+        and ``partial_fit`` wait until learning ends. Steps run in worker threads of
+        this process under the classifier's limiter, whatever its executor (serving
+        still uses the executor); one step at a time, so leaving waits for the step
+        under way to finish.
+
+        Args:
+            source: A sync or async iterable of ``(text, label)`` pairs.
+            classes: Every label the stream may hold; needed when no model serves
+                yet. A serving model keeps its classes.
+            batch_size: The largest mini-batch. A batch that has examples waits at
+                most 50 ms for more, so examples trickling in are learned promptly.
+            publish_every: Publish a copy of the learner every this many examples.
+            window: The span of ``LearnReport.window_accuracy``, in examples.
+            on_error: ``"raise"`` ends learning with the exception of the first bad
+                example (not a pair, a text that is no ``str``, a label outside the
+                classes), after learning from those before it; ``"yield"`` skips it
+                and lists it in the next report's ``errors``. An error of the
+                estimator or of ``source`` always ends learning.
+            max_in_flight: Examples read ahead at most (default ``2 * batch_size``).
+            checkpoint: A file to save each published model to (as :meth:`save`
+                does, atomically), so a crashed process resumes with
+                :meth:`load` and learns on.
+            checkpoint_every: Save every this many examples (at the first publish
+                after), and when ``source`` ends; default ``publish_every``.
+            progress: ``True`` for a tqdm bar, or a callable ``progress(done, total)``.
+
+        Raises:
+            UnsupportedEstimatorError: the model cannot learn incrementally (no
+                ``partial_fit``): use :func:`online_estimator`.
+            InvalidInputError: ``classes`` missing or differing from the serving
+                model's, or (``on_error="raise"``) a bad example.
+        """
+        return _learning.open_learning(
+            self,
+            source,
+            classes=classes,
+            batch_size=batch_size,
+            publish_every=publish_every,
+            window=window,
+            on_error=on_error,
+            max_in_flight=max_in_flight,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+            progress=progress,
+        )
 
     def statistics(self) -> BatchStatistics:
         """Return the batcher's counters: batches, items, queue depth, sizes, timings."""

@@ -10,7 +10,8 @@ import numpy as np
 import sklearn
 from numpy.typing import NDArray
 from sklearn.calibration import CalibratedClassifierCV
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import HashingVectorizer, TfidfVectorizer
+from sklearn.naive_bayes import ComplementNB
 from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 
@@ -26,7 +27,9 @@ __all__ = [
     "default_estimator",
     "final_step",
     "labels_of",
+    "online_estimator",
     "predictions",
+    "require_partial_fit",
 ]
 
 
@@ -63,6 +66,28 @@ def default_estimator() -> Pipeline:
                     LinearSVC(tol=1e-3, random_state=0), cv=2, method=method, ensemble=False
                 ),
             ),
+        ]
+    )
+
+
+def online_estimator() -> Pipeline:
+    """Return a fresh pipeline that learns incrementally, for :meth:`AsyncClassifier.learn`
+    and ``partial_fit``.
+
+    Its vectoriser is stateless (hashed word features, with the same tokens as the
+    default pipeline's), so every step but the last is ready before any data, and the
+    last learns with ``partial_fit``. Chosen by progressive validation on SMS spam and
+    20 Newsgroups against River's text pipelines: see docs/online.md.
+    """
+    return Pipeline(
+        [
+            (
+                "hashing",
+                HashingVectorizer(
+                    tokenizer=tokenize, token_pattern=None, alternate_sign=False, n_features=2**18
+                ),
+            ),
+            ("clf", ComplementNB(alpha=0.3)),
         ]
     )
 
@@ -123,6 +148,18 @@ def labels_of(estimator: Any) -> list[Hashable]:
 def final_step(estimator: Any) -> Any:
     """The last step of a pipeline, or the estimator itself."""
     return estimator[-1] if isinstance(estimator, Pipeline) else estimator
+
+
+def require_partial_fit(estimator: Any, origin: str) -> None:
+    """Refuse an estimator (``origin`` says whose) that cannot learn incrementally."""
+    final = final_step(estimator)
+    if not hasattr(final, "partial_fit"):
+        msg = (
+            f"{type(final).__name__} ({origin}) has no partial_fit, so it cannot learn "
+            f"incrementally; use asyncclf.online_estimator(), or another estimator that "
+            f"can (SGDClassifier, MultinomialNB)."
+        )
+        raise UnsupportedEstimatorError(msg)
 
 
 class Config:

@@ -18,6 +18,7 @@ __all__ = [
     "Executor",
     "FailedPrediction",
     "Label",
+    "LearnReport",
     "OnError",
     "Overload",
     "Prediction",
@@ -86,6 +87,38 @@ class FailedPrediction:
     """The model version serving when the text failed."""
     ok: ClassVar[Literal[False]] = False
     """Always false: the text was not classified."""
+
+
+@dataclass(frozen=True, slots=True)
+class LearnReport:
+    """Where :meth:`AsyncClassifier.learn` stands after one mini-batch.
+
+    Each example is predicted by the learner before it learns from it (progressive
+    validation, "test then train"): the accuracies are those of predictions on
+    examples the learner had not seen yet. Before the learner has learned anything,
+    its predictions count as wrong.
+    """
+
+    seen: int
+    """Examples learned from so far in this call (skipped ones not counted)."""
+    accuracy: float
+    """Progressive accuracy over all ``seen`` examples."""
+    window_accuracy: float
+    """Progressive accuracy over the last ``window`` examples (fewer at the start)."""
+    version: int
+    """The serving model's version once this mini-batch was done."""
+    examples_per_second: float
+    """``seen`` over the seconds since learning started."""
+    batch_size: int
+    """Examples in this mini-batch."""
+    published: bool
+    """Whether this mini-batch ended with the learner's copy swapped in to serve."""
+    saved: bool
+    """Whether the served model was also saved to the checkpoint file."""
+    skipped: int
+    """Bad examples skipped so far (``on_error="yield"``)."""
+    errors: tuple[tuple[int, Exception], ...] = ()
+    """The examples skipped since the last report: (index in the source, exception)."""
 
 
 @dataclass(frozen=True)
@@ -166,7 +199,9 @@ class Executor(Protocol):
         message and attributes."""
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
-        """Run ``func(*args)`` under a token and return its result (file I/O)."""
+        """Run ``func(*args)`` under a token, in a thread of this process, and return
+        its result: file I/O, and the steps of online learning, which update the
+        caller's own learner in place."""
 
     async def fit(self, func: Callable[..., Any], *args: Any) -> Any:
         """Run a fit (``_work.fit`` or ``_work.partial_fit``), returning the fitted

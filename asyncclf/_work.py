@@ -51,6 +51,7 @@ __all__ = [
     "dump",
     "fit",
     "fit_packed",
+    "learn_step",
     "load",
     "load_unpacked",
     "pack",
@@ -62,6 +63,7 @@ __all__ = [
     "run_batch",
     "timed_batch",
     "unpack",
+    "update",
     "vectorisers",
     "vocabulary_of",
 ]
@@ -373,6 +375,13 @@ def partial_fit(
     ``serving`` may be a :class:`ModelHandle` (in a worker process).
     """
     estimator = fresh if serving is None else copy.deepcopy(resolve(serving))
+    update(estimator, texts, labels, classes)
+    return estimator
+
+
+def update(estimator: Any, texts: list[str], labels: list[Hashable], classes: Any) -> None:
+    """``partial_fit`` ``estimator`` in place; a pipeline's transformers must be fitted
+    (or stateless) and only its last step learns."""
     if isinstance(estimator, Pipeline):
         head, final = estimator[:-1], estimator[-1]
         for name, step in head.steps:
@@ -387,7 +396,27 @@ def partial_fit(
         final.partial_fit(head.transform(texts), labels, classes=classes)
     else:
         estimator.partial_fit(texts, labels, classes=classes)
-    return estimator
+
+
+def learn_step(
+    learner: Any,
+    texts: list[str],
+    labels: list[Hashable],
+    classes: list[Hashable],
+    trained: bool,
+    publish: bool,
+) -> tuple[list[bool], Any]:
+    """Test, then train: predict ``texts`` with ``learner`` (if ``trained``), then update
+    it in place with them. Return which predictions were right, and a copy of the
+    updated learner to serve if ``publish`` (else None). Runs in this process: the
+    learner is the caller's own object."""
+    if trained:
+        predicted = np.asarray(learner.predict(texts)).tolist()
+        hits = [guess == truth for guess, truth in zip(predicted, labels, strict=True)]
+    else:
+        hits = [False] * len(texts)  # nothing learned yet: no prediction is right
+    update(learner, texts, labels, classes)
+    return hits, copy.deepcopy(learner) if publish else None
 
 
 def _nan_rows(rows: Any) -> list[int]:

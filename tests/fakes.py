@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -439,3 +440,55 @@ class UnpickleCountingClassifier(KeywordClassifier):
 def unpickled(tag: str) -> int:
     """How many times this process unpickled a fitted classifier tagged ``tag``."""
     return UNPICKLED.get(tag, 0)
+
+
+class MemoryClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+    """Learns incrementally by remembering each text's last label; predicts the label
+    remembered for a text, else the first class. Progressive accuracy is then exact:
+    an example is right when its text came before with the same label.
+
+    ``partial_fit`` marks the model as being updated while it runs (for ``pause``
+    seconds): a prediction from a model under update raises, so a test can tell that
+    serving never reads the model being learned. ``sizes_`` lists its batch sizes.
+    """
+
+    def __init__(self, pause: float = 0.0, fail_on: str = "BOOM") -> None:
+        self.pause = pause
+        self.fail_on = fail_on
+
+    def partial_fit(
+        self, X: Sequence[str], y: Sequence[Any], classes: Sequence[Any] | None = None
+    ) -> MemoryClassifier:
+        if classes is not None:
+            self.classes_ = np.asarray(list(classes))
+        self.updating_ = True
+        if any(self.fail_on and self.fail_on in text for text in X):
+            msg = f"cannot learn from {self.fail_on!r}"
+            raise ValueError(msg)
+        time.sleep(self.pause)
+        memory = getattr(self, "memory_", {})
+        memory.update(zip(X, y, strict=True))
+        self.memory_ = memory
+        self.sizes_ = [*getattr(self, "sizes_", []), len(X)]
+        self.updating_ = False
+        return self
+
+    def fit(self, X: Sequence[str], y: Sequence[Any]) -> MemoryClassifier:
+        self.memory_ = {}
+        self.sizes_ = []
+        return self.partial_fit(X, y, classes=sorted(set(y)))
+
+    def predict(self, X: Sequence[str]) -> NDArray[Any]:
+        result: NDArray[Any] = np.asarray(self.classes_)[self.predict_proba(X).argmax(axis=1)]
+        return result
+
+    def predict_proba(self, X: Sequence[str]) -> NDArray[np.float64]:
+        if getattr(self, "updating_", False):
+            msg = "read while being updated"
+            raise AssertionError(msg)
+        classes = list(np.asarray(self.classes_).tolist())
+        rows = np.zeros((len(X), len(classes)))
+        memory = getattr(self, "memory_", {})
+        for i, text in enumerate(X):
+            rows[i, classes.index(memory[text]) if text in memory else 0] = 1.0
+        return rows

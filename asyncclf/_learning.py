@@ -1,0 +1,427 @@
+"""Learn from a labelled stream while the classifier serves (``AsyncClassifier.learn``).
+
+Three tasks, no more:
+
+* a *reader* takes ``(text, label)`` pairs from the source, checks each, and queues
+  them in a channel bounded by ``max_in_flight`` (the read-ahead);
+* a *learner* takes mini-batches from the channel (1, 2, 4, ... up to ``batch_size``
+  examples: the first examples are learned from at once, later ones in vectorised
+  batches), and for each runs one step in a worker thread: predict the batch with the
+  private learner, then ``partial_fit`` it (test, then train). Every
+  ``publish_every`` examples, and at the end, the step also returns a deep copy of the
+  learner, which is swapped in to serve (version + 1), and maybe saved as a
+  checkpoint; then it sends a :class:`LearnReport`;
+* the caller iterates the reports.
+
+The learner is the session's own copy: serving calls read published copies only, so
+they never wait for learning and never see a half-updated model. Leaving early, an
+error or a cancellation publishes nothing more: the serving model stays the last one
+published.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Hashable, Iterable
+from contextlib import aclosing, asynccontextmanager
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+import numpy as np
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from sklearn.base import clone
+
+from . import _work
+from ._errors import InvalidInputError, InvalidParameterError, UnsupportedEstimatorError
+from ._model import require_partial_fit
+from ._progress import Reporter
+from ._streams import _iterate, check_source
+from ._types import LearnReport, Progress
+from ._validation import _describe, check_labels, check_text, label_kind
+
+if TYPE_CHECKING:
+    from ._classifier import AsyncClassifier
+
+__all__ = ["open_learning"]
+
+FILL_WAIT = 0.05
+"""Seconds a mini-batch that has examples waits for more before it is learned from:
+examples trickling in are learned from promptly, a fast source fills every batch."""
+
+_Item = tuple[int, str, Hashable, "Exception | None"]
+"""An item as queued: its index in the source, and its text and label, or the
+exception that makes it a bad item (at index -1: the source's own failure)."""
+
+
+def _positive(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        msg = f"{name} must be an int >= 1, not {value!r}."
+        raise InvalidParameterError(msg)
+    return value
+
+
+class _Classes:
+    """The classes a session learns, and the check of each example's label."""
+
+    def __init__(self, labels: list[Hashable]) -> None:
+        self.labels = labels
+        self.kind = label_kind(labels[0])
+        self._known = set(labels)
+
+    def check(self, label: object, index: int) -> Hashable:
+        kind = label_kind(label)
+        if kind is None:
+            msg = (
+                f"Label at index {index} is {_describe(label)}; class labels must be str, "
+                f"int or bool."
+            )
+            raise InvalidInputError(msg)
+        value: Hashable = label.item() if isinstance(label, np.generic) else label
+        if kind != self.kind or value not in self._known:
+            msg = (
+                f"Label {value!r} at index {index} is not one of the classes learned, "
+                f"{self.labels!r}. Declare every label the stream will hold when learning "
+                f"starts, as learn(..., classes=[...]); a model already serving keeps its "
+                f"classes (fit it anew to add one)."
+            )
+            raise InvalidInputError(msg)
+        return value
+
+
+def _example(item: object, index: int, classes: _Classes) -> tuple[str, Hashable]:
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        msg = f"Example at index {index} is {_describe(item)}, not a (text, label) pair."
+        raise InvalidInputError(msg)
+    text, label = item
+    return check_text(text, index), classes.check(label, index)
+
+
+class _Score:
+    """Progressive accuracy, overall and over a sliding window, in O(window) memory."""
+
+    def __init__(self, window: int) -> None:
+        self.seen = 0
+        self.hits = 0
+        self._window: deque[bool] = deque(maxlen=window)
+        self._window_hits = 0
+
+    def add(self, hits: list[bool]) -> None:
+        window = self._window
+        for hit in hits:
+            if len(window) == window.maxlen:
+                self._window_hits -= window[0]
+            window.append(hit)
+            self._window_hits += hit
+        self.seen += len(hits)
+        self.hits += sum(hits)
+
+    @property
+    def accuracy(self) -> float:
+        return self.hits / self.seen if self.seen else math.nan
+
+    @property
+    def window_accuracy(self) -> float:
+        return self._window_hits / len(self._window) if self._window else math.nan
+
+
+class _Raise:
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+class _Reports:
+    """The async iterator of reports a caller of ``learn`` gets."""
+
+    def __init__(self, receive: MemoryObjectReceiveStream[LearnReport | _Raise]) -> None:
+        self._receive = receive
+        self._finished = False
+
+    def __aiter__(self) -> _Reports:
+        return self
+
+    async def __anext__(self) -> LearnReport:
+        if self._finished:
+            raise StopAsyncIteration
+        try:
+            item = await self._receive.receive()
+        except anyio.EndOfStream:
+            self._finished = True
+            raise StopAsyncIteration from None
+        if isinstance(item, _Raise):
+            self._finished = True
+            raise item.error
+        return item
+
+
+@asynccontextmanager
+async def open_learning(
+    clf: AsyncClassifier[Any],
+    source: Iterable[Any] | AsyncIterable[Any],
+    *,
+    classes: Iterable[Any] | None,
+    batch_size: int,
+    publish_every: int,
+    window: int,
+    on_error: Literal["raise", "yield"],
+    max_in_flight: int | None,
+    checkpoint: str | os.PathLike[str] | None,
+    checkpoint_every: int | None,
+    progress: Progress,
+) -> AsyncIterator[AsyncIterator[LearnReport]]:
+    """The body of :meth:`AsyncClassifier.learn`; see there and the module docs."""
+    check_source(source)
+    batch_size = _positive("batch_size", batch_size)
+    publish_every = _positive("publish_every", publish_every)
+    window = _positive("window", window)
+    if on_error not in ("raise", "yield"):
+        msg = f"on_error must be 'raise' or 'yield', not {on_error!r}."
+        raise InvalidParameterError(msg)
+    max_in_flight = _positive(
+        "max_in_flight", 2 * batch_size if max_in_flight is None else max_in_flight
+    )
+    if checkpoint_every is not None:
+        checkpoint_every = _positive("checkpoint_every", checkpoint_every)
+        if checkpoint is None:
+            msg = "checkpoint_every needs checkpoint=PATH, the file to save the model to."
+            raise InvalidParameterError(msg)
+    if checkpoint is not None:
+        checkpoint = os.fspath(checkpoint)
+        if checkpoint_every is None:
+            checkpoint_every = publish_every
+    declared = None if classes is None else check_labels(classes, None, name="classes")
+    total = len(source) if isinstance(source, (list, tuple)) else None
+    reporter = Reporter(progress, "learn", total)
+    executor = clf._executor
+    try:
+        async with clf._fit_lock.get():
+            model = clf._model
+            if model is not None:
+                require_partial_fit(model.estimator, "the serving model")
+                labels = list(model.labels)
+                if declared is not None and set(declared) != set(labels):
+                    msg = (
+                        f"classes={declared!r} differ from the serving model's, {labels!r}; "
+                        f"a model learns online with the classes it has."
+                    )
+                    raise InvalidInputError(msg)
+                learner = await executor.run(copy.deepcopy, model.estimator)
+            else:
+                target = clf.estimator
+                if target is None:
+                    msg = (
+                        "The default estimator cannot learn incrementally: give the "
+                        "classifier one that can, AsyncClassifier(asyncclf.online_estimator())."
+                    )
+                    raise UnsupportedEstimatorError(msg)
+                require_partial_fit(target, "the estimator")
+                if declared is None:
+                    msg = (
+                        "learn() with no model serving yet needs classes=[...]: every label "
+                        "the stream will hold."
+                    )
+                    raise InvalidInputError(msg)
+                labels = list(dict.fromkeys(declared))
+                if len(labels) < 2:
+                    msg = f"classes holds {len(labels)} class; a classifier needs at least 2."
+                    raise InvalidInputError(msg)
+                learner = clone(target)
+            session = _Session(
+                clf,
+                learner,
+                _Classes(labels),
+                trained=model is not None,
+                batch_size=batch_size,
+                publish_every=publish_every,
+                window=window,
+                on_error=on_error,
+                checkpoint=checkpoint,
+                checkpoint_every=checkpoint_every,
+                reporter=reporter,
+            )
+            items_send, items_receive = anyio.create_memory_object_stream[_Item](max_in_flight)
+            # One report ahead at most: a consumer that stops reading pauses the learning.
+            reports_send, reports_receive = anyio.create_memory_object_stream[LearnReport | _Raise](
+                1
+            )
+            raised: BaseException | None = None
+            with reports_receive:
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(session.read, source, items_send)
+                    tasks.start_soon(session.learn, items_receive, reports_send)
+                    try:
+                        yield _Reports(reports_receive)
+                    except BaseException as exc:
+                        # Re-raised below, outside the task group, so that the caller
+                        # gets its own exception rather than an exception group.
+                        raised = exc
+                    finally:
+                        tasks.cancel_scope.cancel()
+            if raised is not None:
+                raise raised
+    finally:
+        reporter.close()
+
+
+class _Session:
+    """One call of ``learn``: its learner, its counters and its two tasks."""
+
+    def __init__(
+        self,
+        clf: AsyncClassifier[Any],
+        learner: Any,
+        classes: _Classes,
+        *,
+        trained: bool,
+        batch_size: int,
+        publish_every: int,
+        window: int,
+        on_error: Literal["raise", "yield"],
+        checkpoint: str | None,
+        checkpoint_every: int | None,
+        reporter: Reporter,
+    ) -> None:
+        self.clf = clf
+        self.learner = learner
+        self.classes = classes
+        self.trained = trained
+        self.batch_size = batch_size
+        # A learner that already serves learns in full batches from the start.
+        self.size = batch_size if trained else 1
+        self.publish_every = publish_every
+        self.on_error = on_error
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
+        self.reporter = reporter
+        self.score = _Score(window)
+        self.published_at = 0
+        self.saved_at = 0
+        self.skipped = 0
+        self.started = time.perf_counter()
+
+    async def read(
+        self, source: Iterable[Any] | AsyncIterable[Any], send: MemoryObjectSendStream[_Item]
+    ) -> None:
+        async with send, aclosing(_iterate(source)) as items:
+            index = 0
+            try:
+                async for item in items:
+                    try:
+                        text, label = _example(item, index, self.classes)
+                    except InvalidInputError as exc:
+                        await send.send((index, "", None, exc))
+                    else:
+                        await send.send((index, text, label, None))
+                    index += 1
+            except Exception as exc:
+                await send.send((-1, "", None, exc))  # the source itself failed
+
+    async def learn(
+        self,
+        receive: MemoryObjectReceiveStream[_Item],
+        send: MemoryObjectSendStream[LearnReport | _Raise],
+    ) -> None:
+        async with receive, send:
+            ended = False
+            while not ended:
+                texts: list[str] = []
+                labels: list[Hashable] = []
+                errors: list[tuple[int, Exception]] = []
+                failure: Exception | None = None
+                while len(texts) < self.size:
+                    try:
+                        if texts:
+                            with anyio.fail_after(FILL_WAIT):
+                                index, text, label, error = await receive.receive()
+                        else:
+                            index, text, label, error = await receive.receive()
+                    except TimeoutError:
+                        break  # learn from what came; more will follow
+                    except anyio.EndOfStream:
+                        ended = True
+                        break
+                    if error is None:
+                        texts.append(text)
+                        labels.append(label)
+                    elif index < 0 or self.on_error == "raise":
+                        failure = error
+                        break
+                    else:
+                        errors.append((index, error))
+                        self.skipped += 1
+                finished = ended and failure is None
+                try:
+                    if texts or errors or (finished and self.score.seen > self.published_at):
+                        await self._step(texts, labels, errors, finished, send)
+                except Exception as exc:
+                    # The estimator (or the checkpoint's file) failed: the learner may be
+                    # half-updated, so learning ends; the serving model stays as it was.
+                    failure = exc
+                if failure is not None:
+                    await send.send(_Raise(failure))
+                    return
+
+    async def _step(
+        self,
+        texts: list[str],
+        labels: list[Hashable],
+        errors: list[tuple[int, Exception]],
+        last: bool,
+        send: MemoryObjectSendStream[LearnReport | _Raise],
+    ) -> None:
+        """Learn from one mini-batch; publish, save and report as due."""
+        clf = self.clf
+        seen = self.score.seen + len(texts)
+        publish = (last and seen > self.published_at) or (
+            seen // self.publish_every > self.published_at // self.publish_every
+        )
+        snapshot = None
+        if texts:
+            hits, snapshot = await clf._executor.run(
+                _work.learn_step,
+                self.learner,
+                texts,
+                labels,
+                self.classes.labels,
+                self.trained,
+                publish,
+            )
+            self.trained = True
+            self.score.add(hits)
+            self.size = min(2 * self.size, self.batch_size)
+        elif publish:
+            snapshot = await clf._executor.run(copy.deepcopy, self.learner)
+        saved = False
+        if snapshot is not None:
+            clf._swap(snapshot)
+            self.published_at = seen
+            every = self.checkpoint_every
+            if (
+                self.checkpoint is not None
+                and every is not None
+                and (last or seen // every > self.saved_at // every)
+            ):
+                await clf.save(self.checkpoint)
+                self.saved_at = seen
+                saved = True
+        self.reporter.update(seen + self.skipped)
+        elapsed = time.perf_counter() - self.started
+        await send.send(
+            LearnReport(
+                seen=seen,
+                accuracy=self.score.accuracy,
+                window_accuracy=self.score.window_accuracy,
+                version=clf.version,
+                examples_per_second=seen / elapsed if elapsed > 0 else math.inf,
+                batch_size=len(texts),
+                published=snapshot is not None,
+                saved=saved,
+                skipped=self.skipped,
+                errors=tuple(errors),
+            )
+        )

@@ -1,0 +1,425 @@
+"""Online learning from labelled streams: progressive validation, publishing while
+serving, errors, cancellation and checkpoints (``AsyncClassifier.learn``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import numpy as np
+import pytest
+from sklearn.svm import LinearSVC
+
+from asyncclf import (
+    AsyncClassifier,
+    InvalidInputError,
+    InvalidParameterError,
+    LearnReport,
+    UnsupportedEstimatorError,
+    online_estimator,
+)
+
+from .conftest import Classifiers
+from .fakes import MemoryClassifier
+
+pytestmark = pytest.mark.anyio
+
+CLASSES = ["ham", "spam"]
+
+
+def pairs(n: int, texts: int = 5) -> list[tuple[str, str]]:
+    """``n`` examples over ``texts`` distinct texts, each always with the same label."""
+    return [(f"text {i % texts}", CLASSES[(i % texts) % 2]) for i in range(n)]
+
+
+async def learned(
+    clf: AsyncClassifier, source: Any, into: list[LearnReport] | None = None, **kwargs: Any
+) -> list[LearnReport]:
+    """Learn from ``source`` to its end and return the reports (also put in ``into`` as
+    they come, for a test that expects an exception)."""
+    got = [] if into is None else into
+    with anyio.fail_after(30):
+        async with clf.learn(source, **kwargs) as reports:
+            async for report in reports:
+                got.append(report)
+    return got
+
+
+async def test_learning_tests_then_trains_in_growing_batches() -> None:
+    """Each example is predicted before it is learned from: the accuracy counts an
+    example right only if an earlier mini-batch taught its text. Batches grow 1, 2,
+    4, ... up to batch_size; the end publishes."""
+    clf = AsyncClassifier(MemoryClassifier())
+    examples = pairs(40)
+    reports = await learned(clf, examples, classes=CLASSES, batch_size=8, publish_every=1000)
+    sizes = [r.batch_size for r in reports]
+    assert sizes == [1, 2, 4, 8, 8, 8, 8, 1]
+    hits, start = 0, 0
+    memory: dict[str, str] = {}
+    for index, size in enumerate(sizes):
+        batch = examples[start : start + size]
+        if index:  # the first batch meets a learner that knows nothing: all wrong
+            hits += sum(memory.get(text, "ham") == label for text, label in batch)
+        memory.update(batch)
+        start += size
+    assert [r.seen for r in reports] == list(np.cumsum(sizes))
+    assert reports[-1].accuracy == pytest.approx(hits / 40)
+    assert [r.published for r in reports] == [False] * 7 + [True]
+    assert reports[-1].version == clf.version == 1
+    assert clf.estimator_.sizes_ == sizes
+    assert (await clf.classify("text 3")).label == "spam"
+
+
+async def test_window_accuracy_covers_the_last_examples() -> None:
+    """window_accuracy is the accuracy over the last ``window`` examples only."""
+    clf = AsyncClassifier(MemoryClassifier())
+    examples = pairs(64, texts=4)
+    reports = await learned(clf, examples, classes=CLASSES, batch_size=16, window=16)
+    # By the last batches every text has been taught: the last 16 are all right.
+    assert reports[-1].window_accuracy == 1.0
+    assert reports[-1].accuracy < 1.0
+
+
+async def test_a_copy_is_published_every_publish_every_examples() -> None:
+    """Publishing swaps a copy in (version + 1) at each publish_every boundary and at
+    the end; the report says which batches published."""
+    clf = AsyncClassifier(MemoryClassifier())
+    reports = await learned(clf, pairs(100), classes=CLASSES, batch_size=10, publish_every=25)
+    published = [r.seen for r in reports if r.published]
+    # Batches end at 1, 3, 7, 15, 25, 35, ...: the first at or past 25, 50, 75, then 100.
+    assert published == [25, 55, 75, 100]
+    assert [r.version for r in reports if r.published] == [1, 2, 3, 4]
+    assert clf.version == 4
+
+
+async def test_a_serving_model_learns_on_in_full_batches() -> None:
+    """With a model serving, learning starts from a copy of it (its classes, its
+    knowledge) in full batches, and the serving model is not touched until a publish."""
+    clf = await AsyncClassifier(MemoryClassifier()).fit(["text 0", "text 1"], ["ham", "spam"])
+    serving = clf.estimator_
+    reports = await learned(clf, pairs(12), batch_size=4)
+    # The source ends exactly after a full batch: a last, empty one publishes.
+    assert [r.batch_size for r in reports] == [4, 4, 4, 0]
+    assert [r.published for r in reports] == [False, False, False, True]
+    # texts 0 and 1 were known; text 2, unknown, gets the first class, ham, by luck
+    assert reports[0].accuracy == pytest.approx(3 / 4)
+    assert clf.estimator_ is not serving
+    assert serving.sizes_ == [2]  # the old model was never updated in place
+    assert clf.version == 2
+
+
+async def test_estimators_that_cannot_learn_online_are_refused() -> None:
+    """The default estimator and any without partial_fit raise
+    UnsupportedEstimatorError naming online_estimator()."""
+    with pytest.raises(UnsupportedEstimatorError, match="online_estimator"):
+        async with AsyncClassifier().learn(pairs(3), classes=CLASSES):
+            pass
+    with pytest.raises(UnsupportedEstimatorError, match=r"LinearSVC .*online_estimator"):
+        async with AsyncClassifier(LinearSVC()).learn(pairs(3), classes=CLASSES):
+            pass
+
+
+async def test_classes_are_needed_from_scratch_and_must_match_a_serving_model() -> None:
+    with pytest.raises(InvalidInputError, match=r"needs classes=\[\.\.\.\]"):
+        async with AsyncClassifier(MemoryClassifier()).learn(pairs(3)):
+            pass
+    with pytest.raises(InvalidInputError, match="at least 2"):
+        async with AsyncClassifier(MemoryClassifier()).learn(pairs(3), classes=["ham"]):
+            pass
+    clf = await AsyncClassifier(MemoryClassifier()).fit(["a", "b"], ["ham", "spam"])
+    with pytest.raises(InvalidInputError, match="differ from the serving model"):
+        async with clf.learn(pairs(3), classes=["ham", "eggs"]):
+            pass
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("batch_size", 0),
+        ("publish_every", -1),
+        ("window", 1.5),
+        ("max_in_flight", 0),
+        ("checkpoint_every", 10),
+        ("on_error", "ignore"),
+    ],
+)
+async def test_bad_settings_are_refused_before_anything_starts(name: str, value: Any) -> None:
+    clf = AsyncClassifier(MemoryClassifier())
+    with pytest.raises(InvalidParameterError, match=name):
+        async with clf.learn(pairs(3), classes=CLASSES, **{name: value}):
+            pass
+    assert clf.version == 0
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (
+            ("text", "eggs"),
+            r"Label 'eggs' at index 5 is not one of the classes .*classes=\[\.\.\.\]",
+        ),
+        ("just a text", "Example at index 5 is .* not a \\(text, label\\) pair"),
+        ((b"bytes", "ham"), "Text at index 5 is"),
+        (("text", 1), "Label 1 at index 5 is not one of the classes"),
+        (("text", None), "Label at index 5 is None"),
+    ],
+)
+async def test_a_bad_example_ends_learning_after_the_examples_before_it(
+    bad: Any, message: str
+) -> None:
+    """on_error="raise": the examples before the bad one are learned from (and
+    reported), then the bad one's error is raised; nothing more is published."""
+    clf = AsyncClassifier(MemoryClassifier())
+    source = [*pairs(5), bad, *pairs(5)]
+    got: list[LearnReport] = []
+    with pytest.raises(InvalidInputError, match=message):
+        await learned(clf, source, got, classes=CLASSES, batch_size=2)
+    assert got[-1].seen == 5
+    assert clf.version == 0  # the end was never reached: nothing published
+
+
+async def test_bad_examples_are_skipped_and_listed_with_on_error_yield() -> None:
+    clf = AsyncClassifier(MemoryClassifier())
+    source: list[Any] = [*pairs(5), ("x", "eggs"), "oops", *pairs(5)]
+    reports = await learned(clf, source, classes=CLASSES, batch_size=4, on_error="yield")
+    errors = [error for r in reports for error in r.errors]
+    assert [index for index, _ in errors] == [5, 6]
+    assert all(isinstance(error, InvalidInputError) for _, error in errors)
+    assert reports[-1].skipped == 2
+    assert reports[-1].seen == 10
+    assert clf.version == 1
+
+
+async def test_an_estimator_failure_ends_learning_and_keeps_the_serving_model() -> None:
+    """An error in partial_fit may leave the learner half-updated: learning ends with
+    it, whatever on_error says, and the serving model stays the last published."""
+    clf = AsyncClassifier(MemoryClassifier())
+    source = [*pairs(20), ("BOOM", "ham"), *pairs(20)]
+    with pytest.raises(ValueError, match="cannot learn from 'BOOM'"):
+        await learned(
+            clf, source, classes=CLASSES, batch_size=4, publish_every=10, on_error="yield"
+        )
+    assert clf.version == 1  # published at 11 examples; the batch of 23 failed
+    assert not clf.estimator_.updating_
+
+
+async def test_a_failing_source_ends_learning_with_its_error() -> None:
+    def source() -> Iterator[tuple[str, str]]:
+        yield from pairs(6)
+        msg = "source broke"
+        raise OSError(msg)
+
+    clf = AsyncClassifier(MemoryClassifier())
+    got: list[LearnReport] = []
+    with pytest.raises(OSError, match="source broke"):
+        await learned(clf, source(), got, classes=CLASSES, batch_size=2)
+    assert got[-1].seen == 6
+    assert clf.version == 0
+
+
+async def test_leaving_early_publishes_nothing_more_and_closes_the_source() -> None:
+    """Breaking out of the reports stops learning: the serving model is the last one
+    published, and the source's generator is closed at once."""
+    closed: list[bool] = []
+
+    async def source() -> AsyncIterator[tuple[str, str]]:
+        try:
+            for pair in pairs(10_000):
+                yield pair
+        finally:
+            closed.append(True)
+
+    clf = AsyncClassifier(MemoryClassifier())
+    with anyio.fail_after(30):
+        async with clf.learn(source(), classes=CLASSES, batch_size=8, publish_every=20) as reports:
+            async for report in reports:
+                if report.seen >= 60:
+                    break
+    assert closed == [True]
+    version = clf.version
+    assert version >= report.version >= 3  # published at 23, 47 and 63 examples
+    await anyio.sleep(0.1)
+    assert clf.version == version  # nothing published after leaving
+
+
+async def test_cancelling_mid_learn_keeps_the_last_published_model() -> None:
+    """A cancel scope around learn (here, a deadline) stops it between steps: the
+    serving model is the last published, whole, and serving goes on."""
+    clf = AsyncClassifier(MemoryClassifier(pause=0.002))
+    versions: list[int] = []
+    with anyio.move_on_after(0.5) as scope:
+        async with clf.learn(
+            pairs(100_000), classes=CLASSES, batch_size=16, publish_every=64
+        ) as reports:
+            async for report in reports:
+                if report.published:
+                    versions.append(report.version)
+    assert scope.cancelled_caught
+    assert versions
+    assert clf.version == versions[-1]
+    assert not clf.estimator_.updating_
+    assert (await clf.classify("text 1")).label == "spam"
+
+
+async def test_serving_during_learning_sees_published_models_only(make: Classifiers) -> None:
+    """classify calls made while learning never fail, never see the model being
+    updated (MemoryClassifier raises if read during partial_fit), and each caller
+    sees versions that never go back."""
+    clf = await make(MemoryClassifier(pause=0.002)).fit(["text 0", "text 1"], ["ham", "spam"])
+    seen: dict[int, list[int]] = {i: [] for i in range(8)}
+    answered = [anyio.Event() for _ in range(8)]
+    learning_done = anyio.Event()
+
+    async def caller(i: int) -> None:
+        while True:
+            done = learning_done.is_set()
+            prediction = await clf.classify(f"text {i % 5}")
+            seen[i].append(prediction.version)
+            answered[i].set()
+            if done:
+                return  # one call after learning ended: the last version serves
+            await anyio.lowlevel.checkpoint()
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tasks:
+            for i in range(8):
+                tasks.start_soon(caller, i)
+            for event in answered:
+                await event.wait()
+            async with clf.learn(pairs(600), batch_size=32, publish_every=100) as reports:
+                last = [r async for r in reports][-1]
+            learning_done.set()
+    assert last.version == clf.version == 1 + 6
+    for versions in seen.values():
+        assert versions == sorted(versions)
+        assert versions[0] == 1
+        assert versions[-1] == 7
+
+
+async def test_fit_waits_for_learning_to_end() -> None:
+    """fit takes the fit lock that learning holds: it swaps its model in after the
+    learning's last publish, so it is the model serving at the end."""
+    clf = AsyncClassifier(MemoryClassifier(pause=0.002))
+    order: list[str] = []
+
+    async def refit() -> None:
+        await clf.fit(["x", "y"], ["ham", "spam"])
+        order.append("fit")
+
+    with anyio.fail_after(30):
+        async with (
+            anyio.create_task_group() as tasks,
+            clf.learn(pairs(200), classes=CLASSES, batch_size=16) as reports,
+        ):
+            tasks.start_soon(refit)
+            async for _ in reports:
+                pass
+            order.append("learned")
+    assert order == ["learned", "fit"]
+    assert clf.estimator_.memory_ == {"x": "ham", "y": "spam"}
+
+
+async def test_checkpoints_save_the_published_model(tmp_path: Path) -> None:
+    """checkpoint saves the model at publishes, every checkpoint_every examples and at
+    the end; the file loads, and the loaded model learns on from where it was."""
+    path = tmp_path / "model.skops"
+    clf = AsyncClassifier(online_estimator())
+    examples = [("free prize call now", "spam"), ("see you at lunch", "ham")] * 300
+    reports = await learned(
+        clf,
+        examples,
+        classes=CLASSES,
+        batch_size=32,
+        publish_every=100,
+        checkpoint=path,
+        checkpoint_every=250,
+    )
+    assert [r.seen for r in reports if r.saved] == [319, 511, 600]
+    loaded = await AsyncClassifier.load(path)
+    assert loaded.version == clf.version
+    assert (await loaded.classify("free prize")).label == "spam"
+    more = await learned(loaded, examples[:64], batch_size=32)
+    assert [r.batch_size for r in more] == [32, 32, 0]
+    assert more[0].accuracy == 1.0
+    assert loaded.version == clf.version + 1
+
+
+def test_a_killed_learner_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    """A process learning from an endless stream is killed (SIGKILL) after two
+    checkpoints: the checkpoint file is whole, loads, and learning goes on from it."""
+    path = tmp_path / "model.skops"
+    script = textwrap.dedent(
+        f"""
+        import itertools, anyio
+        from asyncclf import AsyncClassifier, online_estimator
+
+        def examples():
+            for i in itertools.count():
+                if i % 2:
+                    yield "free prize call now", "spam"
+                else:
+                    yield "see you at lunch", "ham"
+
+        async def main():
+            clf = AsyncClassifier(online_estimator())
+            async with clf.learn(examples(), classes=["ham", "spam"], batch_size=64,
+                                 publish_every=200, checkpoint={str(path)!r}) as reports:
+                async for report in reports:
+                    if report.saved:
+                        print("saved", report.version, flush=True)
+
+        anyio.run(main)
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(2)]
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        if process.stdout is not None:
+            process.stdout.close()
+    assert [line.split()[0] for line in lines] == ["saved", "saved"]
+
+    async def resume() -> tuple[int, int, float]:
+        clf = await AsyncClassifier.load(path)
+        before = clf.version
+        examples = [("free prize", "spam"), ("lunch", "ham")] * 64
+        async with clf.learn(examples, batch_size=64) as reports:
+            last = [r async for r in reports][-1]
+        return before, clf.version, last.accuracy
+
+    before, after, accuracy = anyio.run(resume)
+    assert before >= 2
+    assert after == before + 1
+    assert accuracy == 1.0
+
+
+async def test_reading_ahead_is_bounded_by_max_in_flight() -> None:
+    """A consumer that does not read the reports pauses learning, and the source is
+    read at most max_in_flight examples ahead of it."""
+    pulled = 0
+
+    def source() -> Iterator[tuple[str, str]]:
+        nonlocal pulled
+        for pair in pairs(10_000):
+            pulled += 1
+            yield pair
+
+    clf = AsyncClassifier(MemoryClassifier())
+    async with clf.learn(source(), classes=CLASSES, batch_size=4, max_in_flight=8) as reports:
+        await anyio.sleep(0.2)
+        # Learned: a batch of 1 (its report waits to be read) and one of 2 (its report
+        # waits to be sent); the channel holds 8; the reader holds 1, waiting for room.
+        assert pulled == 1 + 2 + 8 + 1
+        first = await reports.__anext__()
+    assert first.seen == 1
