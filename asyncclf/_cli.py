@@ -9,6 +9,7 @@ traceback. Usage errors exit with status 2, as argparse does.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import math
@@ -32,7 +33,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from ._classifier import AsyncClassifier
+from ._classifier import AsyncClassifier, online_estimator
 from ._cli_io import (
     CommandError,
     Output,
@@ -46,8 +47,10 @@ from ._cli_io import (
     read_examples,
     read_texts,
 )
-from ._errors import AsyncClfError
+from ._errors import AsyncClfError, PersistenceError
 from ._executors import ProcessExecutor
+from ._model import final_step
+from ._types import LearnReport
 
 __all__ = ["main"]
 
@@ -113,17 +116,22 @@ def _dask_url(address: str) -> str:
     return "dask://" + address.removeprefix(_DASK)
 
 
-async def _load(args: argparse.Namespace, placement: Placement) -> AsyncClassifier:
-    """Load MODEL, which must score texts (classify, rank and eval all need scores)."""
+async def _open(path: str, args: argparse.Namespace, placement: Placement) -> AsyncClassifier:
+    """Load the model file ``path`` with the command's --trusted and --sha256."""
     try:
-        clf = await AsyncClassifier.load(
-            args.model, trusted=args.trusted, sha256=args.sha256, **placement
+        return await AsyncClassifier.load(
+            path, trusted=args.trusted, sha256=args.sha256, **placement
         )
     except Exception as exc:  # load parses an untrusted file: any failure is about it
         if isinstance(exc, AsyncClfError):
-            raise about(args.model, exc) from exc
-        msg = f"{args.model}: not a readable model file ({failure(exc)})"
+            raise about(path, exc) from exc
+        msg = f"{path}: not a readable model file ({failure(exc)})"
         raise CommandError(msg) from exc
+
+
+async def _load(args: argparse.Namespace, placement: Placement) -> AsyncClassifier:
+    """Load MODEL, which must score texts (classify, rank and eval all need scores)."""
+    clf = await _open(args.model, args, placement)
     estimator = clf.estimator_
     if not (hasattr(estimator, "predict_proba") or hasattr(estimator, "decision_function")):
         msg = (
@@ -200,6 +208,17 @@ async def _held_out(
     return f"held-out accuracy: {accuracy:.4f} ({share})"
 
 
+async def _save(clf: AsyncClassifier, path: str) -> str:
+    """Save the model to ``path``; return its SHA-256 digest."""
+    try:
+        return await clf.save(path)
+    except OSError as exc:
+        msg = f"{path}: cannot write the model: {exc.strerror or exc}"
+        raise CommandError(msg) from exc
+    except AsyncClfError as exc:
+        raise about(path, exc) from exc
+
+
 async def _train(args: argparse.Namespace, out: Output, placement: Placement) -> None:
     source = display_name(args.data)
     await anyio.to_thread.run_sync(_check_output, args.output, args.data)
@@ -225,13 +244,7 @@ async def _train(args: argparse.Namespace, out: Output, placement: Placement) ->
     if args.holdout > 0:
         out.line(await _held_out(texts, labels, args.holdout, args.seed, placement))
     clf = await _fit(texts, labels, source, placement)
-    try:
-        digest = await clf.save(args.output)
-    except OSError as exc:
-        msg = f"{args.output}: cannot write the model: {exc.strerror or exc}"
-        raise CommandError(msg) from exc
-    except AsyncClfError as exc:
-        raise about(args.output, exc) from exc
+    digest = await _save(clf, args.output)
     out.line(
         f"trained on all {len(texts)} examples; model saved to {args.output} (sha256 {digest})"
     )
@@ -336,6 +349,179 @@ async def _eval(args: argparse.Namespace, out: Output, placement: Placement) -> 
     out.flush()
 
 
+def _spell(labels: Sequence[Any]) -> str:
+    return ", ".join(json.dumps(label, default=str) for label in labels)
+
+
+def _class_named(given: str, kind: str | None, whose: str) -> Any:
+    """Return the label that ``--classes given`` names, of the labels' ``kind``."""
+    if kind == "integer":
+        if re.fullmatch(r"[+-]?[0-9]+", given) and -(1 << 63) <= int(given) < 1 << 63:
+            return int(given)
+    elif kind == "boolean":
+        if given in ("true", "True", "false", "False"):
+            return given in ("true", "True")
+    else:
+        return given
+    msg = f"--classes {given}: {whose} are {kind}s; name the classes as such"
+    raise CommandError(msg)
+
+
+def _file_digest(path: str) -> str:
+    sha256 = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            sha256.update(chunk)
+    return sha256.hexdigest()
+
+
+def _scores(report: LearnReport, window: int) -> str:
+    last = min(window, report.seen)
+    return f"progressive accuracy {report.accuracy:.4f}, last {last}: {report.window_accuracy:.4f}"
+
+
+async def _learn(args: argparse.Namespace, out: Output, placement: Placement) -> None:
+    source = display_name(args.data)
+    await anyio.to_thread.run_sync(_check_output, args.output, args.data)
+    kind: str | None = None
+    if args.start is None:
+        clf = AsyncClassifier(online_estimator(), **placement)
+    else:
+        clf = await _open(args.start, args, placement)
+        final = final_step(clf.estimator_)
+        if not hasattr(final, "partial_fit"):
+            msg = (
+                f"{args.start}: its {type(final).__name__} cannot learn incrementally (it has "
+                f"no partial_fit); continue from a model saved by learn, or leave out --from"
+            )
+            raise CommandError(msg)
+        kinds = {label_kind(label) for label in clf.classes_.tolist()}
+        kind = kinds.pop() if len(kinds) == 1 else None
+
+    skipping = args.on_error == "skip"
+    skipped = 0
+    bar: Any = None
+
+    def skip(error: CommandError) -> None:
+        nonlocal skipped
+        skipped += 1
+        line = f"asyncclf: warning: {error}; skipped"
+        if bar is not None:
+            bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr)
+
+    def nothing() -> CommandError:
+        also = f" ({skipped} lines skipped)" if skipped else ""
+        return CommandError(f"{source}: no examples to learn from{also}")
+
+    examples = read_examples(
+        args.data, args.text_field, args.label_field, kind, skip if skipping else None
+    )
+    async with aclosing(examples):
+        first = await anext(examples, None)  # the labels' kind says what --classes mean
+        if first is None:
+            raise nothing()
+        if args.start is None:
+            whose = f"the labels of {source} (line {first[0]})"
+            named = [_class_named(given, label_kind(first[2]), whose) for given in args.classes]
+            classes = list(dict.fromkeys(named))
+            if len(classes) < 2:
+                msg = f"--classes names one class, {_spell(classes)}; a classifier needs 2 or more"
+                raise CommandError(msg)
+            fix = f"; name every label of {source} in --classes"
+        else:
+            classes = clf.classes_.tolist()
+            if args.classes:
+                named = [_class_named(given, kind, "the model's labels") for given in args.classes]
+                if set(named) != set(classes):
+                    msg = (
+                        f"{args.start}: --classes {_spell(list(dict.fromkeys(named)))} differ "
+                        f"from the model's classes, {_spell(classes)}; leave out --classes"
+                    )
+                    raise CommandError(msg)
+            fix = (
+                "; a model learns online with the classes it has (to add one, learn anew "
+                "without --from)"
+            )
+        known = set(classes)
+
+        async def pairs() -> AsyncGenerator[tuple[str, Any], None]:
+            example: tuple[int, str, Any] | None = first
+            while example is not None:
+                lineno, text, label = example
+                if label in known:
+                    yield text, label
+                else:
+                    msg = (
+                        f"{source}:{lineno}: label {json.dumps(label)} is not one of the "
+                        f"classes, {_spell(classes)}{fix}"
+                    )
+                    if not skipping:
+                        raise CommandError(msg)
+                    skip(CommandError(msg))
+                example = await anext(examples, None)
+
+        start = "a new model" if args.start is None else f"{args.start} (version {clf.version})"
+        out.line(f"learning from {source}, starting from {start}; classes: {_spell(classes)}")
+        out.flush()
+        last: LearnReport | None = None
+        with progress_bar("learn", unit=" examples") as bar:
+            lines = bar is None or not sys.stdout.isatty()  # else the bar is on the screen
+            learning = clf.learn(
+                pairs(),
+                classes=classes if args.start is None else None,
+                batch_size=args.batch_size,
+                publish_every=args.publish_every,
+                window=args.window,
+                checkpoint=args.output,
+                checkpoint_every=args.checkpoint_every,
+            )
+            try:
+                async with learning as reports:
+                    async for report in reports:
+                        also = f", {skipped} skipped" if skipped else ""
+                        if bar is not None:
+                            bar.set_postfix_str(
+                                f"accuracy {report.accuracy:.3f}, last "
+                                f"{min(args.window, report.seen)}: "
+                                f"{report.window_accuracy:.3f}, version {report.version}{also}",
+                                refresh=False,
+                            )
+                            bar.update(report.seen - (0 if last is None else last.seen))
+                        last = report
+                        if report.published and lines:
+                            out.line(
+                                f"{report.seen} examples{also}: {_scores(report, args.window)}; "
+                                f"model version {report.version}"
+                            )
+                            out.flush()
+            except CommandError:
+                raise
+            except PersistenceError as exc:  # saving a checkpoint
+                raise about(args.output, exc) from exc
+            except AsyncClfError as exc:
+                raise about(source, exc) from exc
+            except Exception as exc:  # the estimator's own, which learn passes through
+                msg = f"{source}: cannot learn from these examples: {failure(exc)}"
+                raise CommandError(msg) from exc
+            finally:
+                bar = None  # the bar closes: warnings from now on are plain lines
+    if last is None:
+        raise nothing()
+    try:  # learn saved the final model there when the stream ended
+        digest = await anyio.to_thread.run_sync(_file_digest, args.output)
+    except OSError as exc:
+        msg = f"{args.output}: cannot read the model back: {exc.strerror or exc}"
+        raise CommandError(msg) from exc
+    out.line(
+        f"learned from {last.seen} examples ({skipped} skipped) at "
+        f"{last.examples_per_second:.0f} examples/s: {_scores(last, args.window)}; "
+        f"model version {clf.version} saved to {args.output} (sha256 {digest})"
+    )
+    out.flush()
+
+
 # -- parser ----------------------------------------------------------------------------
 
 
@@ -361,7 +547,7 @@ def _fraction(value: str) -> float:
     return number
 
 
-def _workers(value: str) -> int:
+def _positive(value: str) -> int:
     try:
         number = int(value)
     except ValueError:
@@ -420,34 +606,41 @@ def _parser() -> argparse.ArgumentParser:
 
     def model(command: argparse.ArgumentParser) -> None:
         command.add_argument("model", metavar="MODEL", help="a model file saved by train")
+        trust(command, "MODEL")
+
+    def trust(command: argparse.ArgumentParser, model: str) -> None:
         command.add_argument(
             "--trusted",
             action="append",
             default=[],
             metavar="TYPE",
-            help="a type to trust in MODEL, repeatable (only for files from a trusted source)",
+            help=f"a type to trust in {model}, repeatable (only for files from a trusted source)",
         )
         command.add_argument(
             "--sha256",
             type=_sha256,
             metavar="HEX",
-            help="refuse MODEL unless its SHA-256 digest is HEX (train prints it)",
+            help=f"refuse {model} unless its SHA-256 digest is HEX (train and learn print it)",
         )
 
-    def workers(command: argparse.ArgumentParser) -> None:
+    def workers(command: argparse.ArgumentParser, threads_only: bool = False) -> None:
         command.add_argument(
             "--executor",
             type=_executor,
             default="threads",
-            metavar="{threads,processes,dask://HOST:PORT}",
-            help="where the model runs: worker threads (default), worker processes on this "
+            metavar="threads" if threads_only else "{threads,processes,dask://HOST:PORT}",
+            help="threads only: learn runs in worker threads of this process"
+            if threads_only
+            else "where the model runs: worker threads (default), worker processes on this "
             "machine, or the Dask cluster whose scheduler is at HOST:PORT",
         )
         command.add_argument(
             "--workers",
-            type=_workers,
+            type=_positive,
             metavar="N",
-            help="threads: at most N model calls at once; processes: N worker processes "
+            help="at most N model calls at once"
+            if threads_only
+            else "threads: at most N model calls at once; processes: N worker processes "
             "(default: one per CPU); not for dask",
         )
         command.set_defaults(command_parser=command)  # for errors about both options
@@ -470,6 +663,71 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="seed of the held-out split")
     fields(train, label=True)
     workers(train)
+
+    learn = commands.add_parser(
+        "learn",
+        help="learn online from JSON Lines, printing progressive accuracy",
+        usage="%(prog)s DATA -o MODEL [--from MODEL] [--classes LABEL [LABEL ...]] [options]",
+        description="Learn from each example in turn (test, then train), saving MODEL as it "
+        "goes and at the end.",
+    )
+    learn.add_argument(
+        "data", nargs="?", metavar="DATA", help="JSON Lines with text and label; - is stdin"
+    )
+    learn.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="MODEL",
+        help="model file, saved every --checkpoint-every examples and at the end",
+    )
+    learn.add_argument(
+        "--from",
+        dest="start",
+        metavar="MODEL",
+        help="learn on from this model file (saved by learn); it keeps its classes",
+    )
+    learn.add_argument(
+        "--classes",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="LABEL",
+        help="every label DATA holds; needed without --from",
+    )
+    trust(learn, "the --from MODEL")
+    learn.add_argument(
+        "--on-error",
+        choices=["raise", "skip"],
+        default="raise",
+        help="a bad line (bad JSON, a missing field, a label outside the classes) ends "
+        "the command (raise, the default) or is skipped with a warning (skip)",
+    )
+    learn.add_argument(
+        "--batch-size", type=_positive, default=256, metavar="N", help="largest mini-batch (256)"
+    )
+    learn.add_argument(
+        "--publish-every",
+        type=_positive,
+        default=1000,
+        metavar="N",
+        help="publish the model learned every N examples, and report (1000)",
+    )
+    learn.add_argument(
+        "--checkpoint-every",
+        type=_positive,
+        metavar="N",
+        help="save MODEL at the first publish after every N examples (default: --publish-every)",
+    )
+    learn.add_argument(
+        "--window",
+        type=_positive,
+        default=1000,
+        metavar="N",
+        help="examples the recent accuracy is measured over (1000)",
+    )
+    fields(learn, label=True)
+    workers(learn, threads_only=True)
 
     classify = commands.add_parser("classify", help="label each input line (JSON Lines out)")
     model(classify)
@@ -496,6 +754,34 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_learn(args: argparse.Namespace) -> None:
+    """Refuse what the learn command's parser cannot (exit status 2)."""
+    error = args.command_parser.error
+    if args.data is None:
+        if args.classes:
+            error(
+                "the following arguments are required: DATA (--classes takes every word up "
+                "to the next option: put DATA before it)"
+            )
+        error("the following arguments are required: DATA")
+    if args.executor != "threads":
+        error(
+            "argument --executor: learn runs in worker threads of this process, one "
+            "mini-batch after another; processes and dask:// are not for learn"
+        )
+    if args.start is None:
+        if not args.classes:
+            error(
+                "argument --classes: needed without --from: name every label DATA holds "
+                "(e.g. --classes ham spam)"
+            )
+        if len(set(args.classes)) < 2:
+            error("argument --classes: names one class; a classifier needs 2 or more")
+        if args.sha256 is not None or args.trusted:
+            which = "--sha256" if args.sha256 is not None else "--trusted"
+            error(f"argument {which}: only with --from MODEL, the model it applies to")
+
+
 def _one_line(message: str) -> str:
     return " ".join(part for part in message.splitlines() if part) or "failed"
 
@@ -516,6 +802,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "argument --workers: not for --executor dask://: a Dask cluster has the "
             "workers it was started with"
         )
+    if args.command == "learn":
+        _check_learn(args)
     if args.backend == "trio" and importlib.util.find_spec("trio") is None:
         print("asyncclf: trio is not installed; 'pip install trio' first.", file=sys.stderr)
         return 1
@@ -538,7 +826,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             await run_demo()
             return
-        command = {"train": _train, "classify": _classify, "rank": _rank, "eval": _eval}
+        command = {
+            "train": _train,
+            "learn": _learn,
+            "classify": _classify,
+            "rank": _rank,
+            "eval": _eval,
+        }
         async with make_placement() as placement:
             await command[args.command](args, out, placement)
 

@@ -15,7 +15,7 @@ import math
 import os
 import sys
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import AbstractContextManager, aclosing, nullcontext
 from typing import IO, Any
 
@@ -230,41 +230,58 @@ def _a(kind: str | None) -> str:
 
 
 async def read_examples(
-    path: str, text_field: str, label_field: str, kind: str | None = None
+    path: str,
+    text_field: str,
+    label_field: str,
+    kind: str | None = None,
+    skip: Callable[[CommandError], object] | None = None,
 ) -> AsyncGenerator[tuple[int, str, Any], None]:
-    """Yield ``(line number, text, label)``; all labels of ``kind``, or of one kind."""
+    """Yield ``(line number, text, label)``; all labels of ``kind``, or of one kind.
+
+    A bad line (invalid JSON, a missing or mistyped field, a label of another kind)
+    raises a :class:`CommandError`, or with ``skip`` is passed to ``skip`` and left
+    out. A file that cannot be read or decoded always raises.
+    """
     first = 0
     async with aclosing(_lines(path)) as lines:
         async for name, lineno, line in lines:
             if not line.strip():
                 continue
-            record = _record(line, name, lineno)
-            text = _field(record, text_field, name, lineno, "text")
-            label = _field(record, label_field, name, lineno, "label")
+            try:
+                record = _record(line, name, lineno)
+                text = _field(record, text_field, name, lineno, "text")
+                label = _field(record, label_field, name, lineno, "label")
+                if kind is not None and label_kind(label) != kind:
+                    why = f"the model's labels are {kind}s"
+                    if first:
+                        why = f"line {first} has {_a(kind)} label; all labels must be of one type"
+                    msg = (
+                        f"{name}:{lineno}: label {json.dumps(label)} is "
+                        f"{_a(label_kind(label))}, but {why}"
+                    )
+                    raise CommandError(msg)
+            except CommandError as exc:
+                if skip is None:
+                    raise
+                skip(exc)
+                continue
             if kind is None:
                 first, kind = lineno, label_kind(label)
-            elif label_kind(label) != kind:
-                why = f"the model's labels are {kind}s"
-                if first:
-                    why = f"line {first} has {_a(kind)} label; all labels must be of one type"
-                msg = (
-                    f"{name}:{lineno}: label {json.dumps(label)} is "
-                    f"{_a(label_kind(label))}, but {why}"
-                )
-                raise CommandError(msg)
             yield lineno, text, label
 
 
 # -- progress and output ---------------------------------------------------------------
 
 
-def progress_bar(description: str, total: int | None = None) -> AbstractContextManager[Any]:
+def progress_bar(
+    description: str, total: int | None = None, unit: str = " texts"
+) -> AbstractContextManager[Any]:
     """A tqdm bar on stderr when it is a terminal and tqdm is installed; else nothing."""
     if not sys.stderr.isatty() or importlib.util.find_spec("tqdm") is None:
         return nullcontext(None)
     from tqdm.auto import tqdm
 
-    return tqdm(desc=description, total=total, unit=" texts", file=sys.stderr)  # type: ignore[no-any-return]
+    return tqdm(desc=description, total=total, unit=unit, file=sys.stderr)  # type: ignore[no-any-return]
 
 
 def _plain(value: Any) -> Any:

@@ -356,7 +356,7 @@ class _Session:
                         self.skipped += 1
                 finished = ended and failure is None
                 try:
-                    if texts or errors or (finished and self.score.seen > self.published_at):
+                    if texts or errors or (finished and self._unfinished):
                         await self._step(texts, labels, errors, finished, send)
                 except Exception as exc:
                     # The estimator (or the checkpoint's file) failed: the learner may be
@@ -365,6 +365,12 @@ class _Session:
                 if failure is not None:
                     await send.send(_Raise(failure))
                     return
+
+    @property
+    def _unfinished(self) -> bool:
+        """Whether the end still has work: learning not published, or not saved."""
+        unsaved = self.checkpoint is not None and self.saved_at < self.published_at
+        return self.score.seen > self.published_at or unsaved
 
     async def _step(
         self,
@@ -396,19 +402,20 @@ class _Session:
             self.size = min(2 * self.size, self.batch_size)
         elif publish:
             snapshot = await clf._executor.run(copy.deepcopy, self.learner)
-        saved = False
         if snapshot is not None:
             clf._swap(snapshot)
             self.published_at = seen
-            every = self.checkpoint_every
-            if (
-                self.checkpoint is not None
-                and every is not None
-                and (last or seen // every > self.saved_at // every)
-            ):
-                await clf.save(self.checkpoint)
-                self.saved_at = seen
-                saved = True
+        saved = False
+        every = self.checkpoint_every
+        if (
+            self.checkpoint is not None
+            and every is not None
+            and self.saved_at < self.published_at
+            and (last or self.published_at // every > self.saved_at // every)
+        ):
+            await clf.save(self.checkpoint)
+            self.saved_at = self.published_at
+            saved = True
         self.reporter.update(seen + self.skipped)
         elapsed = time.perf_counter() - self.started
         await send.send(

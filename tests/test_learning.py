@@ -423,3 +423,39 @@ async def test_reading_ahead_is_bounded_by_max_in_flight() -> None:
         assert pulled == 1 + 2 + 8 + 1
         first = await reports.__anext__()
     assert first.seen == 1
+
+
+async def test_the_end_saves_the_last_published_model(tmp_path: Path) -> None:
+    """A publish on the last example that was not a checkpoint is still saved when the
+    source ends: the checkpoint file always holds the final model."""
+    path = tmp_path / "model.skops"
+    clf = AsyncClassifier(online_estimator())
+    examples = [("free prize call now", "spam"), ("see you at lunch", "ham")] * 8
+    reports = await learned(
+        clf,
+        examples,
+        classes=CLASSES,
+        batch_size=4,
+        publish_every=4,
+        checkpoint=path,
+        checkpoint_every=8,
+    )
+    # Batches end at 1, 3, 7, 11, 15, 16; publishes at 7, 11, 15, 16 (the end).
+    assert [r.seen for r in reports if r.published] == [7, 11, 15, 16]
+    assert [r.seen for r in reports if r.saved] == [11, 16]
+    assert (await AsyncClassifier.load(path)).version == clf.version == 4
+
+
+async def test_a_publish_on_the_last_example_is_saved_at_the_end(tmp_path: Path) -> None:
+    """From a serving model in full batches, the last batch publishes (not a checkpoint
+    by count); the end then saves it."""
+    path = tmp_path / "model.skops"
+    clf = AsyncClassifier(online_estimator())
+    examples = [("free prize call now", "spam"), ("see you at lunch", "ham")] * 6
+    await learned(clf, examples[:4], classes=CLASSES, batch_size=4)
+    reports = await learned(
+        clf, examples, batch_size=4, publish_every=4, checkpoint=path, checkpoint_every=8
+    )
+    assert [r.seen for r in reports if r.published] == [4, 8, 12]
+    assert [r.seen for r in reports if r.saved] == [8, 12]
+    assert (await AsyncClassifier.load(path)).version == clf.version
