@@ -1,5 +1,5 @@
-"""Notebooks run top to bottom in a real Jupyter kernel: docs/quickstart.ipynb, and
-worker processes used cell after cell."""
+"""Notebooks run top to bottom in a real Jupyter kernel: docs/quickstart.ipynb,
+docs/online.ipynb, and worker processes used cell after cell."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "docs" / "quickstart.ipynb"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+NOTEBOOK = DOCS / "quickstart.ipynb"
+ONLINE = DOCS / "online.ipynb"
 
 
 def executed(notebook: Any, directory: Path) -> str:
@@ -36,6 +38,39 @@ def test_quickstart_notebook_executes(tmp_path: Path) -> None:
     accuracy = float(printed.split("held-out accuracy: ")[1].split()[0])
     assert accuracy > 0.97
     assert "of 1074 held-out messages look like spam" in printed
+
+
+def after(printed: str, prefix: str) -> str:
+    """Return the rest of the printed line that starts with ``prefix``."""
+    (line,) = [line for line in printed.splitlines() if line.startswith(prefix)]
+    return line.removeprefix(prefix)
+
+
+def test_online_notebook_executes(tmp_path: Path) -> None:
+    """The online notebook learns from the stream while classify is answered by ever
+    newer versions, draws its learning curves, and ends over 0.9 progressive accuracy."""
+    nbformat = pytest.importorskip("nbformat")
+    pytest.importorskip("matplotlib")
+    notebook = nbformat.read(ONLINE, as_version=4)
+    printed = executed(notebook, tmp_path)
+    assert float(after(printed, "progressive accuracy: ")) > 0.9
+    assert float(after(printed, "window accuracy: ")) > 0.95
+    serving = int(after(printed, "serving version: "))
+    versions = [int(v) for v in after(printed, "answered by versions ").split()]
+    # Several versions answered, the last one published included, none after a newer one.
+    assert len(versions) >= 3
+    assert versions[-1] == serving
+    assert after(printed, "never an older version after a newer one: ") == "True"
+    during = [line for line in printed.splitlines() if "answers came while learning" in line]
+    assert len(during) == 1
+    assert int(during[0].split()[0]) > 0
+    # The learning curves were drawn: the kernel sent a PNG of the figure.
+    assert any(
+        "image/png" in output.get("data", {})
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+    )
 
 
 WORKERS = """
