@@ -11,12 +11,13 @@ import sklearn
 from numpy.typing import NDArray
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.feature_extraction.text import HashingVectorizer, TfidfVectorizer
-from sklearn.naive_bayes import ComplementNB
+from sklearn.naive_bayes import MultinomialNB
 from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, Normalizer
 from sklearn.svm import LinearSVC
 
 from ._errors import InvalidInputError, UnsupportedEstimatorError
-from ._text import tokenize
+from ._text import sublinear_tf, tokenize
 from ._types import Prediction
 from ._validation import label_kind
 
@@ -74,20 +75,29 @@ def online_estimator() -> Pipeline:
     """Return a fresh pipeline that learns incrementally, for :meth:`AsyncClassifier.learn`
     and ``partial_fit``.
 
-    Its vectoriser is stateless (hashed word features, with the same tokens as the
-    default pipeline's), so every step but the last is ready before any data, and the
-    last learns with ``partial_fit``. Chosen by progressive validation on SMS spam and
-    20 Newsgroups against River's text pipelines: see docs/online.md.
+    Hashed word counts (2**17 features, with the tokens of the default pipeline, so
+    texts without spaces are split too), damped with ``log1p`` and scaled to unit
+    length, feed a multinomial naive Bayes (``alpha=0.001``). Every step but the last
+    is stateless, so it is ready before any data, and the last learns with
+    ``partial_fit``. Chosen by progressive validation on SMS spam and 20 Newsgroups
+    against River's text pipelines and 200 other scikit-learn ones: see
+    docs/online.md.
     """
     return Pipeline(
         [
             (
                 "hashing",
                 HashingVectorizer(
-                    tokenizer=tokenize, token_pattern=None, alternate_sign=False, n_features=2**18
+                    tokenizer=tokenize,
+                    token_pattern=None,
+                    alternate_sign=False,
+                    norm=None,
+                    n_features=2**17,
                 ),
             ),
-            ("clf", ComplementNB(alpha=0.3)),
+            ("sublinear", FunctionTransformer(sublinear_tf, accept_sparse=True)),
+            ("l2", Normalizer()),
+            ("nb", MultinomialNB(alpha=0.001)),
         ]
     )
 

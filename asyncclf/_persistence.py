@@ -49,14 +49,15 @@ _pack = pack
 """How ``dump_model`` takes a model apart (a seam the tests damage the result of)."""
 
 DEFAULT_TRUSTED = (
+    "asyncclf._text.sublinear_tf",
     "asyncclf._text.tokenize",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
     "sklearn.calibration._TemperatureScaling",
 )
-"""Types trusted beyond skops' defaults: the default pipeline's tokeniser (our own
-function) and private parts of ``CalibratedClassifierCV`` (temperature scaling on
-scikit-learn >= 1.8, sigmoid before)."""
+"""Types trusted beyond skops' defaults: the pipelines' tokeniser and the online one's
+term-frequency damping (our own functions), and private parts of
+``CalibratedClassifierCV`` (temperature scaling on scikit-learn >= 1.8, sigmoid before)."""
 
 DEFAULT_MAX_SIZE = 256 * 2**20
 """Most bytes a model file may hold, and expand to, unless ``max_size`` says otherwise:

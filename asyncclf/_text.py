@@ -17,8 +17,9 @@ switch threads between pieces.
 from __future__ import annotations
 
 import re
+from typing import Any
 
-__all__ = ["NGRAMS", "PIECE", "TOKEN_PATTERN", "UNSPACED", "tokenize"]
+__all__ = ["NGRAMS", "PIECE", "TOKEN_PATTERN", "UNSPACED", "sublinear_tf", "tokenize"]
 
 TOKEN_PATTERN = re.compile(r"(?u)\b\w\w+\b")
 """scikit-learn's default ``token_pattern``: two or more word characters."""
@@ -106,3 +107,10 @@ def tokenize(text: str) -> list[str]:
         tokens += _piece(text[start - overlap : stop], overlap)
         start, overlap = stop, carry
     return tokens
+
+
+def sublinear_tf(counts: Any) -> Any:
+    """``1 + log(count)`` for each count, ``log1p`` in fact (0 stays 0): a sparse matrix
+    of term counts, damped, as ``TfidfVectorizer(sublinear_tf=True)`` damps them. Stateless,
+    for the online pipeline's ``FunctionTransformer``."""
+    return counts.log1p()
