@@ -80,7 +80,7 @@ def online_estimator() -> Pipeline:
     length, feed a multinomial naive Bayes (``alpha=0.001``). Every step but the last
     is stateless, so it is ready before any data, and the last learns with
     ``partial_fit``. Chosen by progressive validation on SMS spam and 20 Newsgroups
-    against River's text pipelines and 200 other scikit-learn ones: see
+    against 16 River text pipelines and about 160 scikit-learn ones: see
     docs/online.md.
     """
     return Pipeline(

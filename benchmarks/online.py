@@ -50,10 +50,10 @@ def stream(name: str, limit: int | None) -> Pairs:
 def river_pipelines() -> dict[str, Callable[[], Any]] | None:
     try:
         # Imported as Any: River is not a dependency, and is untyped.
-        river: Any = importlib.import_module("river")
+        text: Any = importlib.import_module("river.feature_extraction")
+        bayes: Any = importlib.import_module("river.naive_bayes")
     except ImportError:
         return None
-    text, bayes = river.feature_extraction, river.naive_bayes
     return {
         "River BagOfWords | MultinomialNB": lambda: text.BagOfWords() | bayes.MultinomialNB(),
         "River TFIDF | MultinomialNB(alpha=0.1)": lambda: (

@@ -18,6 +18,7 @@ def test_exported_names() -> None:
         "FailedPrediction",
         "InvalidInputError",
         "InvalidParameterError",
+        "LearnReport",
         "NotFittedError",
         "OnError",
         "Overload",
@@ -32,6 +33,7 @@ def test_exported_names() -> None:
         "__version__",
         "default_estimator",
         "load_sms_spam",
+        "online_estimator",
     ]
     for name in asyncclf.__all__:
         assert hasattr(asyncclf, name)
