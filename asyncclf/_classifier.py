@@ -9,6 +9,7 @@ from functools import partial
 from typing import Any, Generic, Literal, SupportsIndex, cast, overload
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import numpy as np
 from numpy.typing import NDArray
@@ -152,6 +153,8 @@ class AsyncClassifier(Generic[Label]):
         )
         self._model: Model | None = None
         self._fit_lock = PerRun(anyio.Lock)
+        self._learning_in: int | None = None
+        """The task holding a learn() block open, whose fits would wait for itself."""
 
     def __repr__(self) -> str:
         estimator = "default" if self.estimator is None else type(self.estimator).__name__
@@ -283,6 +286,10 @@ class AsyncClassifier(Generic[Label]):
         # model, whole.
         self._model = Model.of(estimator, self.version + 1)
 
+    def _check_not_inside_learn(self, call: str) -> None:
+        if self._learning_in == anyio.get_current_task().id:
+            raise _learning.inside_learn(call)
+
     @property
     def limiter_(self) -> anyio.CapacityLimiter:
         """The capacity limiter worker threads run under (``limiter`` or the default)."""
@@ -311,6 +318,7 @@ class AsyncClassifier(Generic[Label]):
         """
         texts, labels = check_training_set(X, y)
         estimator = clone(self.estimator if self.estimator is not None else default_estimator())
+        self._check_not_inside_learn("fit")
         reporter = Reporter(progress, "fit", len(texts))
         try:
             async with self._fit_lock.get():
@@ -346,6 +354,7 @@ class AsyncClassifier(Generic[Label]):
                     f"{label_kind(labels[0])} labels ({labels[0]!r})."
                 )
                 raise InvalidInputError(msg)
+        self._check_not_inside_learn("partial_fit")
         async with self._fit_lock.get():
             model = self._model
             if model is not None:
@@ -710,14 +719,19 @@ class AsyncClassifier(Generic[Label]):
         ``batch_size`` (from the start, when a model already serves). Every
         ``publish_every`` examples, and when ``source`` ends, a copy of the learner is
         swapped in to serve (``version`` + 1): ``classify``, ``stream`` and the other
-        calls are answered by published models only and never wait for learning.
+        calls are answered by published models only, never the learner.
 
         Leaving the block early, an error or a cancellation stops learning and
-        publishes nothing more: the serving model is the last one published. ``fit``
-        and ``partial_fit`` wait until learning ends. Steps run in worker threads of
-        this process under the classifier's limiter, whatever its executor (serving
-        still uses the executor); one step at a time, so leaving waits for the step
-        under way to finish.
+        publishes nothing more: the serving model is the last one published (the
+        report of the last publish may not have been read yet: ``version`` tells).
+        ``fit``, ``partial_fit`` and another ``learn`` wait until learning ends;
+        awaited inside the block by the task holding it open, they raise
+        ``AsyncClfError`` instead of waiting for themselves. Steps run one at a time in
+        worker threads of this process, each holding a token of the classifier's
+        limiter like a batch (so with one token, calls wait behind a step), whatever
+        the executor (serving still uses the executor); leaving waits for the step
+        under way to finish. A sync ``source`` is iterated on the event loop: it must
+        not block.
 
         Args:
             source: A sync or async iterable of ``(text, label)`` pairs.
@@ -730,8 +744,9 @@ class AsyncClassifier(Generic[Label]):
             on_error: ``"raise"`` ends learning with the exception of the first bad
                 example (not a pair, a text that is no ``str``, a label outside the
                 classes), after learning from those before it; ``"yield"`` skips it
-                and lists it in the next report's ``errors``. An error of the
-                estimator or of ``source`` always ends learning.
+                and lists it in the next report's ``errors`` (a skipped example takes
+                a place in its mini-batch, so reading stays bounded). An error of the
+                estimator or of ``source`` always ends learning, with that error.
             max_in_flight: Examples read ahead at most (default ``2 * batch_size``).
             checkpoint: A file to save each published model to (as :meth:`save`
                 does, atomically), so a crashed process resumes with
@@ -742,7 +757,10 @@ class AsyncClassifier(Generic[Label]):
 
         Raises:
             UnsupportedEstimatorError: the model cannot learn incrementally (no
-                ``partial_fit``): use :func:`online_estimator`.
+                ``partial_fit``, or a pipeline step that needs fitting first): use
+                :func:`online_estimator`. Raised before ``source`` is read.
+            InvalidParameterError: a bad setting, or a ``checkpoint`` path that
+                cannot be a file (checked before ``source`` is read).
             InvalidInputError: ``classes`` missing or differing from the serving
                 model's, or (``on_error="raise"``) a bad example.
         """

@@ -22,6 +22,7 @@ published.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import os
 import time
@@ -31,12 +32,18 @@ from contextlib import aclosing, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
+import anyio.lowlevel
 import numpy as np
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from sklearn.base import clone
 
 from . import _work
-from ._errors import InvalidInputError, InvalidParameterError, UnsupportedEstimatorError
+from ._errors import (
+    AsyncClfError,
+    InvalidInputError,
+    InvalidParameterError,
+    UnsupportedEstimatorError,
+)
 from ._model import require_partial_fit
 from ._progress import Reporter
 from ._streams import _iterate, check_source
@@ -46,7 +53,7 @@ from ._validation import _describe, check_labels, check_text, label_kind
 if TYPE_CHECKING:
     from ._classifier import AsyncClassifier
 
-__all__ = ["open_learning"]
+__all__ = ["inside_learn", "open_learning"]
 
 FILL_WAIT = 0.05
 """Seconds a mini-batch that has examples waits for more before it is learned from:
@@ -175,7 +182,7 @@ async def open_learning(
     progress: Progress,
 ) -> AsyncIterator[AsyncIterator[LearnReport]]:
     """The body of :meth:`AsyncClassifier.learn`; see there and the module docs."""
-    check_source(source)
+    check_source(source, "(text, label) pairs", "(text, label)")
     batch_size = _positive("batch_size", batch_size)
     publish_every = _positive("publish_every", publish_every)
     window = _positive("window", window)
@@ -191,13 +198,14 @@ async def open_learning(
             msg = "checkpoint_every needs checkpoint=PATH, the file to save the model to."
             raise InvalidParameterError(msg)
     if checkpoint is not None:
-        checkpoint = os.fspath(checkpoint)
+        checkpoint = _checkpoint_path(checkpoint)
         if checkpoint_every is None:
             checkpoint_every = publish_every
     declared = None if classes is None else check_labels(classes, None, name="classes")
     total = len(source) if isinstance(source, (list, tuple)) else None
     reporter = Reporter(progress, "learn", total)
     executor = clf._executor
+    clf._check_not_inside_learn("learn")
     try:
         async with clf._fit_lock.get():
             model = clf._model
@@ -231,6 +239,7 @@ async def open_learning(
                     msg = f"classes holds {len(labels)} class; a classifier needs at least 2."
                     raise InvalidInputError(msg)
                 learner = clone(target)
+            _work.learning_parts(learner)  # a transformer that is not ready: refused now
             session = _Session(
                 clf,
                 learner,
@@ -250,6 +259,7 @@ async def open_learning(
                 1
             )
             raised: BaseException | None = None
+            clf._learning_in = anyio.get_current_task().id
             with reports_receive:
                 async with anyio.create_task_group() as tasks:
                     tasks.start_soon(session.read, source, items_send)
@@ -265,7 +275,35 @@ async def open_learning(
             if raised is not None:
                 raise raised
     finally:
+        clf._learning_in = None
         reporter.close()
+
+
+def inside_learn(call: str) -> AsyncClfError:
+    """The error for ``call`` made inside a ``learn`` block, by the task that opened it."""
+    msg = (
+        f"{call}() waits until learning ends, so it cannot be awaited inside the learn() "
+        f"block that holds it open; call it after the block, or from another task."
+    )
+    return AsyncClfError(msg)
+
+
+def _checkpoint_path(checkpoint: object) -> str:
+    """``checkpoint`` as a path to a file that can be written, or InvalidParameterError."""
+    try:
+        path = os.fspath(checkpoint)  # type: ignore[call-overload]
+    except TypeError:
+        msg = f"checkpoint must be a path (str or os.PathLike), not {checkpoint!r}."
+        raise InvalidParameterError(msg) from None
+    if not isinstance(path, str) or not path:
+        msg = f"checkpoint must be a non-empty str path, not {checkpoint!r}."
+        raise InvalidParameterError(msg)
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(folder):
+        why = "is a directory" if os.path.isdir(path) else f"has no directory {folder!r}"
+        msg = f"checkpoint {path!r} {why}; give the path of a model file to write."
+        raise InvalidParameterError(msg)
+    return path
 
 
 class _Session:
@@ -308,18 +346,30 @@ class _Session:
         self, source: Iterable[Any] | AsyncIterable[Any], send: MemoryObjectSendStream[_Item]
     ) -> None:
         async with send, aclosing(_iterate(source)) as items:
-            index = 0
-            try:
-                async for item in items:
+            for index in itertools.count():
+                queued: _Item
+                try:
+                    item = await anext(items)
+                except StopAsyncIteration:
+                    return
+                except Exception as exc:
+                    queued = (-1, "", None, exc)  # the source itself failed
+                else:
                     try:
                         text, label = _example(item, index, self.classes)
                     except InvalidInputError as exc:
-                        await send.send((index, "", None, exc))
+                        queued = (index, "", None, exc)
                     else:
-                        await send.send((index, text, label, None))
-                    index += 1
-            except Exception as exc:
-                await send.send((-1, "", None, exc))  # the source itself failed
+                        queued = (index, text, label, None)
+                try:
+                    try:
+                        send.send_nowait(queued)  # no trip round the event loop per item
+                    except anyio.WouldBlock:
+                        await send.send(queued)
+                except anyio.BrokenResourceError:
+                    return  # learning has ended (an error): nobody reads on
+                if queued[0] < 0:
+                    return
 
     async def learn(
         self,
@@ -333,13 +383,18 @@ class _Session:
                 labels: list[Hashable] = []
                 errors: list[tuple[int, Exception]] = []
                 failure: Exception | None = None
-                while len(texts) < self.size:
+                # Skipped examples count toward the batch too, so that each report
+                # lists at most ``size`` of them and a stream of bad items stays bounded.
+                while len(texts) + len(errors) < self.size:
                     try:
-                        if texts:
-                            with anyio.fail_after(FILL_WAIT):
+                        try:
+                            index, text, label, error = receive.receive_nowait()
+                        except anyio.WouldBlock:
+                            if texts or errors:
+                                with anyio.fail_after(FILL_WAIT):
+                                    index, text, label, error = await receive.receive()
+                            else:
                                 index, text, label, error = await receive.receive()
-                        else:
-                            index, text, label, error = await receive.receive()
                     except TimeoutError:
                         break  # learn from what came; more will follow
                     except anyio.EndOfStream:

@@ -69,16 +69,18 @@ _Queued = tuple[int, "Request | None", "Exception | None", str]
 _Done = tuple[int, list[str], "Outcome | None", "Exception | None"]
 
 
-def check_source(source: object) -> None:
-    """Refuse a source that is not an iterable of texts, before anything starts."""
+def check_source(source: object, items: str = "texts", one: str = "text") -> None:
+    """Refuse a source that is not an iterable of ``items``, before anything starts."""
     if isinstance(source, (str, bytes, bytearray)):
         msg = (
-            f"source must be an iterable of texts, not a single {type(source).__name__}; "
-            f"wrap one text in a list: [text]."
+            f"source must be an iterable of {items}, not a single {type(source).__name__}; "
+            f"wrap one {one} in a list: [{one}]."
         )
         raise InvalidInputError(msg)
     if not isinstance(source, (Iterable, AsyncIterable)):
-        msg = f"source must be an iterable or async iterable of str, not {type(source).__name__}."
+        msg = (
+            f"source must be an iterable or async iterable of {items}, not {type(source).__name__}."
+        )
         raise InvalidInputError(msg)
 
 

@@ -52,6 +52,7 @@ __all__ = [
     "fit",
     "fit_packed",
     "learn_step",
+    "learning_parts",
     "load",
     "load_unpacked",
     "pack",
@@ -379,23 +380,29 @@ def partial_fit(
     return estimator
 
 
+def learning_parts(estimator: Any) -> tuple[Callable[[list[str]], Any], Any]:
+    """What learns incrementally in ``estimator``, and the transform that feeds it: a
+    pipeline's last step and the steps before it (which must be fitted or stateless),
+    or the estimator itself and no transform."""
+    if not isinstance(estimator, Pipeline):
+        return (lambda texts: texts), estimator
+    head = estimator[:-1]
+    for name, step in head.steps:
+        try:
+            check_is_fitted(step)
+        except _SklearnNotFittedError:
+            msg = (
+                f"partial_fit needs the pipeline's transformers to be stateless (such as "
+                f"HashingVectorizer) or fitted by an earlier fit; step {name!r} is not."
+            )
+            raise UnsupportedEstimatorError(msg) from None
+    return head.transform, estimator[-1]
+
+
 def update(estimator: Any, texts: list[str], labels: list[Hashable], classes: Any) -> None:
-    """``partial_fit`` ``estimator`` in place; a pipeline's transformers must be fitted
-    (or stateless) and only its last step learns."""
-    if isinstance(estimator, Pipeline):
-        head, final = estimator[:-1], estimator[-1]
-        for name, step in head.steps:
-            try:
-                check_is_fitted(step)
-            except _SklearnNotFittedError:
-                msg = (
-                    f"partial_fit needs the pipeline's transformers to be stateless (such as "
-                    f"HashingVectorizer) or fitted by an earlier fit; step {name!r} is not."
-                )
-                raise UnsupportedEstimatorError(msg) from None
-        final.partial_fit(head.transform(texts), labels, classes=classes)
-    else:
-        estimator.partial_fit(texts, labels, classes=classes)
+    """``partial_fit`` ``estimator`` in place (a pipeline: its last step)."""
+    transform, final = learning_parts(estimator)
+    final.partial_fit(transform(texts), labels, classes=classes)
 
 
 def learn_step(
@@ -407,15 +414,17 @@ def learn_step(
     publish: bool,
 ) -> tuple[list[bool], Any]:
     """Test, then train: predict ``texts`` with ``learner`` (if ``trained``), then update
-    it in place with them. Return which predictions were right, and a copy of the
-    updated learner to serve if ``publish`` (else None). Runs in this process: the
-    learner is the caller's own object."""
+    it in place with them, the texts transformed once for both. Return which
+    predictions were right, and a copy of the updated learner to serve if ``publish``
+    (else None). Runs in this process: the learner is the caller's own object."""
+    transform, final = learning_parts(learner)
+    X = transform(texts)
     if trained:
-        predicted = np.asarray(learner.predict(texts)).tolist()
+        predicted = np.asarray(final.predict(X)).tolist()
         hits = [guess == truth for guess, truth in zip(predicted, labels, strict=True)]
     else:
         hits = [False] * len(texts)  # nothing learned yet: no prediction is right
-    update(learner, texts, labels, classes)
+    final.partial_fit(X, labels, classes=classes)
     return hits, copy.deepcopy(learner) if publish else None
 
 

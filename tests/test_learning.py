@@ -20,6 +20,7 @@ from sklearn.svm import LinearSVC
 
 from asyncclf import (
     AsyncClassifier,
+    AsyncClfError,
     InvalidInputError,
     InvalidParameterError,
     LearnReport,
@@ -459,3 +460,103 @@ async def test_a_publish_on_the_last_example_is_saved_at_the_end(tmp_path: Path)
     assert [r.seen for r in reports if r.published] == [4, 8, 12]
     assert [r.seen for r in reports if r.saved] == [8, 12]
     assert (await AsyncClassifier.load(path)).version == clf.version
+
+
+@pytest.mark.parametrize("bad", [("text", "eggs"), ("BOOM", "ham")])
+async def test_a_slow_consumer_still_gets_the_error_itself(bad: tuple[str, str]) -> None:
+    """The learner stops at a bad example (or an estimator error) while the reader is
+    still queueing: the consumer gets that error, never an ExceptionGroup of the
+    reader's broken channel."""
+    clf = AsyncClassifier(MemoryClassifier())
+    source = [*pairs(7), bad, *pairs(100)]
+    error = InvalidInputError if bad[1] == "eggs" else ValueError
+    got: list[LearnReport] = []
+
+    async def slowly() -> None:
+        async with clf.learn(source, classes=CLASSES, batch_size=4, max_in_flight=4) as reports:
+            async for report in reports:
+                got.append(report)
+                await anyio.sleep(0.05)
+
+    with pytest.raises(error):
+        await slowly()
+    assert got[-1].seen == 7
+
+
+async def test_skipped_examples_are_bounded_like_the_others() -> None:
+    """With on_error="yield", bad examples count toward the batch: each report lists
+    at most batch_size of them, and a stream of bad items is read max_in_flight ahead
+    at most, like any other."""
+    pulled = 0
+
+    def source() -> Iterator[tuple[str, str]]:
+        nonlocal pulled
+        for i in range(100_000):
+            pulled += 1
+            yield (f"text {i}", "eggs")
+
+    clf = AsyncClassifier(MemoryClassifier())
+    async with clf.learn(
+        source(), classes=CLASSES, batch_size=4, max_in_flight=8, on_error="yield"
+    ) as reports:
+        await anyio.sleep(0.2)
+        assert pulled <= 1 + 2 + 8 + 1
+        first = await reports.__anext__()
+        second = await reports.__anext__()
+    # Nothing learned yet, so batches stay at their first size: one bad item each.
+    assert (len(first.errors), len(second.errors)) == (1, 1)
+
+
+async def test_fitting_inside_the_learn_block_says_why_it_cannot() -> None:
+    """fit, partial_fit and learn wait for learning to end: awaited by the task that
+    holds the learn block open, they would wait for themselves. They raise at once."""
+    clf = AsyncClassifier(MemoryClassifier())
+    async with clf.learn(pairs(100), classes=CLASSES) as reports:
+        for call in (
+            clf.fit(["a", "b"], CLASSES),
+            clf.partial_fit(["a"], ["ham"], classes=CLASSES),
+        ):
+            with pytest.raises(AsyncClfError, match=r"inside the learn\(\) block"):
+                await call
+        with pytest.raises(AsyncClfError, match=r"learn\(\) waits until learning ends"):
+            async with clf.learn(pairs(3)):
+                pass
+        async for _ in reports:
+            pass
+    await clf.fit(["a", "b"], CLASSES)  # after the block, it works
+    assert clf.estimator_.memory_ == {"a": "ham", "b": "spam"}
+
+
+@pytest.mark.parametrize("checkpoint", ["", 5, "/nonexistent/folder/model.skops", "."])
+async def test_a_bad_checkpoint_is_refused_before_anything_starts(checkpoint: Any) -> None:
+    read: list[int] = []
+
+    def source() -> Iterator[tuple[str, str]]:
+        read.append(1)
+        yield from pairs(10)
+
+    clf = AsyncClassifier(MemoryClassifier())
+    with pytest.raises(InvalidParameterError, match="checkpoint"):
+        async with clf.learn(source(), classes=CLASSES, checkpoint=checkpoint):
+            pass
+    assert (read, clf.version) == ([], 0)
+
+
+async def test_a_pipeline_whose_transformer_needs_fitting_is_refused_at_once() -> None:
+    """A stateful transformer never fitted (TfidfVectorizer) cannot feed partial_fit:
+    refused before the source is read."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.pipeline import make_pipeline
+
+    read: list[int] = []
+
+    def source() -> Iterator[tuple[str, str]]:
+        read.append(1)
+        yield from pairs(10)
+
+    clf = AsyncClassifier(make_pipeline(TfidfVectorizer(), SGDClassifier()))
+    with pytest.raises(UnsupportedEstimatorError, match="stateless"):
+        async with clf.learn(source(), classes=CLASSES):
+            pass
+    assert read == []
