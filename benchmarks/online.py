@@ -7,8 +7,8 @@ SMS Spam (5,574) and 20 Newsgroups (18,846, all of it), learned test-then-train 
 every example (each predicted before it is learned from; a prediction before anything
 was learned counts as wrong). Printed per stream: progressive accuracy and examples/s of
 
-* River (``pip install river``; skipped with a note when absent), one example at a
-  time (``predict_one`` then ``learn_one``): ``BagOfWords | MultinomialNB``, its
+* River (``pip install 'asyncclf[bench]'``; skipped with a note when absent), one
+  example at a time (``predict_one`` then ``learn_one``): ``BagOfWords | MultinomialNB``, its
   canonical text pipeline, and ``TFIDF | MultinomialNB`` with the two smoothings that
   were River's most accurate on these streams in a search of 16 River pipelines
   (``alpha=0.1`` on SMS, ``alpha=0.01`` on 20 Newsgroups);
@@ -171,7 +171,7 @@ def main() -> None:
 
     river = river_pipelines()
     if river is None:
-        print("River is not installed (pip install river): its rows are skipped")
+        print("River is not installed (pip install 'asyncclf[bench]'): its rows are skipped")
     for name in ("sms_spam", "20newsgroups"):
         pairs = stream(name, limits.get(name))
         print(f"\n{name}: {len(pairs):,} examples, test-then-train (accuracy, examples/s)")

@@ -8,7 +8,8 @@ median over R interleaved rounds (min-max in brackets):
 
 * bare tasks: each caller only awaits one checkpoint (the harness's floor);
 * asyncclf: ``await clf.classify(text)`` with the default settings;
-* async-batcher and batched (asyncio only), the peers, when installed, set up as
+* async-batcher and batched (asyncio only), the peers, when installed
+  (``pip install 'asyncclf[bench]'``), set up as
   asyncclf is: batches of up to 256, a no-op batch function.
 
 The estimator returns constant probabilities without looking at the texts, so only
