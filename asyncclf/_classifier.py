@@ -538,6 +538,23 @@ class AsyncClassifier(Generic[Label]):
         model: Model = request.batch.tag
         return Prediction(0, text, cast(Label, model.labels[column]), score, model.version)
 
+    async def classify_many(self, X: Iterable[str]) -> list[Prediction[Label]]:
+        """Classify many texts: one :class:`Prediction` each, in input order.
+
+        Batched with concurrent calls like :meth:`classify` (a list longer than
+        ``max_batch_size`` runs in chunks side by side), and every text is answered
+        by the same model, whose ``version`` each prediction carries. If the estimator
+        fails on a text, the call raises its exception, as :meth:`predict` does; to
+        get a :class:`FailedPrediction` for it and results for the others, use
+        ``stream(X, on_error="yield")``.
+        """
+        texts = check_texts(X)
+        self._require(self._require_model(), "scores")
+        if not texts:
+            return []
+        outcome = await self._batcher.submit(batch_key("scores"), texts)
+        return predictions(0, texts, outcome.rows(), outcome.tag)
+
     async def rank(
         self, X: Iterable[str], label: Label, *, k: SupportsIndex | None = None
     ) -> list[Ranked]:

@@ -23,6 +23,7 @@ from asyncclf import (
     InvalidInputError,
     InvalidParameterError,
     NotFittedError,
+    Prediction,
     UnsupportedEstimatorError,
     default_estimator,
 )
@@ -68,6 +69,43 @@ async def test_predictions_match_the_estimator(make: Classifiers) -> None:
     assert await clf.score(texts, ["spam", "eggs", "ham", "ham"]) == pytest.approx(0.75)
 
 
+async def test_classify_many_answers_each_text_with_the_model_version(
+    make: Classifiers,
+) -> None:
+    """classify_many gives what classify gives for each text, in input order, each
+    carrying the version of the model that answered; a list longer than a batch too."""
+    clf = await fitted(make, max_batch_size=4)
+    texts = [f"{word} {i}" for i, word in enumerate(["spam", "ham", "eggs"] * 5)]
+    many = await clf.classify_many(texts)
+    one_by_one = [await clf.classify(text) for text in texts]
+    assert [p.text for p in many] == texts
+    assert [p.index for p in many] == list(range(len(texts)))
+    assert [(p.label, p.score) for p in many] == [(p.label, p.score) for p in one_by_one]
+    assert {p.version for p in many} == {clf.version} == {1}
+    with pytest.raises(ValueError, match="cannot score"):
+        await clf.classify_many(["ham", "BOOM"])
+
+
+async def test_classify_many_calls_share_batches_with_other_callers() -> None:
+    """Concurrent classify_many and classify calls are merged into batches, and a
+    refit meanwhile never mixes two models within one call."""
+    clf = await AsyncClassifier(KeywordClassifier()).fit(TRAIN_X, TRAIN_Y)
+    results: list[list[Prediction]] = []
+
+    async def many(i: int) -> None:
+        results.append(await clf.classify_many([f"spam {i}", f"ham {i}", f"eggs {i}"]))
+
+    async with anyio.create_task_group() as tasks:
+        for i in range(20):
+            tasks.start_soon(many, i)
+            tasks.start_soon(clf.classify, f"ham {i}")
+        tasks.start_soon(clf.fit, TRAIN_X, TRAIN_Y)
+    assert clf.statistics().batches < 40
+    for predictions in results:
+        assert [p.label for p in predictions] == ["spam", "ham", "eggs"]
+        assert len({p.version for p in predictions}) == 1
+
+
 async def test_predicting_before_fit_raises_not_fitted(make: Classifiers) -> None:
     """Every prediction before the first fit raises NotFittedError (also sklearn's)."""
     clf = make(KeywordClassifier())
@@ -77,6 +115,7 @@ async def test_predicting_before_fit_raises_not_fitted(make: Classifiers) -> Non
         clf.rank(["a"], "ham"),
         clf.group(["a"]),
         clf.classify("a"),
+        clf.classify_many(["a"]),
     ):
         with pytest.raises(sklearn.exceptions.NotFittedError, match="not fitted"):
             await call
@@ -92,6 +131,7 @@ async def test_empty_input_returns_empty_results(make: Classifiers) -> None:
     assert (await clf.predict_proba([])).shape == (0, 3)
     assert await clf.rank([], "ham") == []
     assert await clf.group([]) == {"eggs": [], "ham": [], "spam": []}
+    assert await clf.classify_many([]) == []
     assert clf.statistics().batches == 0
 
 
@@ -110,7 +150,7 @@ async def test_bad_texts_raise_clear_errors(make: Classifiers, bad: Any, match: 
     """Malformed X raises InvalidInputError naming the item; the classifier is unharmed."""
     clf = await fitted(make)
     before = await clf.predict_proba(["ham"])
-    for call in (clf.predict, clf.predict_proba, clf.group):
+    for call in (clf.predict, clf.predict_proba, clf.group, clf.classify_many):
         with pytest.raises(InvalidInputError, match=match):
             await call(bad)
     with pytest.raises(InvalidInputError, match=match):
