@@ -375,6 +375,43 @@ class AsyncClassifier(Generic[Label]):
             self._swap(updated)
         return self
 
+    async def swap(
+        self,
+        model: Any,
+        *,
+        trusted: Iterable[str] = (),
+        sha256: str | None = None,
+        max_size: int | None = None,
+    ) -> Self:
+        """Serve ``model`` from now on: a fitted estimator, or a model file saved by
+        :meth:`save` (or the CLI).
+
+        The model is checked, and a file loaded (with :meth:`load`'s checks and
+        arguments), or an estimator deep-copied (so that changing it later cannot reach
+        the served model), in a worker thread; then it is swapped in atomically,
+        ``version`` + 1, with the guarantees of :meth:`fit`: calls already batched are
+        answered by the model they started with, and it waits for a fit or a
+        :meth:`learn` under way. Every holder of this classifier serves the new model.
+
+        Raises:
+            NotFittedError: ``model`` is an estimator that is not fitted.
+            UnsupportedEstimatorError: it is no classifier (no ``classes_``).
+            PersistenceError: the file cannot be loaded (see :meth:`load`).
+        """
+        self._check_not_inside_learn("swap")
+        if isinstance(model, (str, os.PathLike)):
+            from ._persistence import load_model
+
+            estimator, _, _ = await anyio.to_thread.run_sync(
+                partial(load_model, model, list(trusted), sha256=sha256, max_size=max_size),
+                limiter=anyio.CapacityLimiter(1),
+            )
+        else:
+            estimator = await anyio.to_thread.run_sync(_work.served_copy, model)
+        async with self._fit_lock.get():
+            self._swap(estimator)
+        return self
+
     # -- persistence -----------------------------------------------------------------
 
     async def save(self, path: str | os.PathLike[str]) -> str:

@@ -29,6 +29,7 @@ from threadpoolctl import ThreadpoolController
 
 from ._errors import (
     AsyncClfError,
+    NotFittedError,
     UnsupportedEstimatorError,
     describe,
     own_copy,
@@ -62,6 +63,7 @@ __all__ = [
     "resolve",
     "returned",
     "run_batch",
+    "served_copy",
     "timed_batch",
     "unpack",
     "update",
@@ -360,6 +362,22 @@ def compute(model: Any, kind: str, settings: dict[str, Any], texts: list[str]) -
             )
             raise AsyncClfError(msg)
     return rows
+
+
+def served_copy(estimator: Any) -> Any:
+    """A deep copy of a fitted classifier, to serve; or NotFittedError."""
+    try:
+        check_is_fitted(estimator)
+    except _SklearnNotFittedError:
+        msg = f"{type(estimator).__name__} is not fitted; fit it before serving it."
+        raise NotFittedError(msg) from None
+    except TypeError:
+        msg = f"{type(estimator).__name__} is not a scikit-learn estimator: it cannot serve."
+        raise UnsupportedEstimatorError(msg) from None
+    if getattr(estimator, "classes_", None) is None:
+        msg = f"{type(estimator).__name__} has no classes_: is it a classifier?"
+        raise UnsupportedEstimatorError(msg)
+    return copy.deepcopy(estimator)
 
 
 def fit(estimator: Any, texts: list[str], labels: list[Hashable]) -> Any:

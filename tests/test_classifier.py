@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -577,3 +578,40 @@ async def test_partial_fit_refuses_classes_that_are_no_list_of_labels(
     clf = make(make_pipeline(HashingVectorizer(), SGDClassifier()))
     with pytest.raises(InvalidInputError, match=f"classes .*{match}"):
         await clf.partial_fit(["a"], ["a"], classes=classes)
+
+
+async def test_swap_serves_a_fitted_estimator_or_a_saved_file(
+    make: Classifiers, tmp_path: Path
+) -> None:
+    """swap puts a fitted estimator (a copy of it) or a saved model file into a running
+    classifier: version + 1, and every call from then on is answered by it."""
+    clf = await fitted(make)
+    other = AsyncClassifier(make_pipeline(HashingVectorizer(), SGDClassifier(random_state=0)))
+    await other.fit(["red", "blue", "red red", "blue blue"], ["r", "b", "r", "b"])
+    assert await clf.swap(other.estimator_) is clf
+    assert clf.version == 2
+    assert clf.estimator_ is not other.estimator_  # a copy: later changes cannot reach it
+    assert clf.classes_.tolist() == ["b", "r"]
+    assert (await clf.classify("red")).label == "r"
+    assert (await clf.classify("red")).version == 2
+    path = tmp_path / "keywords.skops"
+    await (await fitted(make)).save(path)
+    await clf.swap(path, trusted=["tests.fakes.KeywordClassifier"])
+    assert clf.version == 3
+    assert (await clf.classify("spam spam")).label == "spam"
+
+
+async def test_swap_refuses_what_cannot_serve(make: Classifiers, tmp_path: Path) -> None:
+    """An unfitted estimator, a non-classifier or a bad file is refused; the serving
+    model stays."""
+    clf = await fitted(make)
+    with pytest.raises(NotFittedError, match="not fitted"):
+        await clf.swap(SGDClassifier())
+    with pytest.raises(UnsupportedEstimatorError):
+        await clf.swap(object())
+    bad = tmp_path / "bad.skops"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(asyncclf.PersistenceError):
+        await clf.swap(bad)
+    assert clf.version == 1
+    assert (await clf.classify("eggs")).label == "eggs"

@@ -508,13 +508,14 @@ async def test_skipped_examples_are_bounded_like_the_others() -> None:
 
 
 async def test_fitting_inside_the_learn_block_says_why_it_cannot() -> None:
-    """fit, partial_fit and learn wait for learning to end: awaited by the task that
-    holds the learn block open, they would wait for themselves. They raise at once."""
+    """fit, partial_fit, swap and learn wait for learning to end: awaited by the task
+    that holds the learn block open, they would wait for themselves. They raise at once."""
     clf = AsyncClassifier(MemoryClassifier())
     async with clf.learn(pairs(100), classes=CLASSES) as reports:
         for call in (
             clf.fit(["a", "b"], CLASSES),
             clf.partial_fit(["a"], ["ham"], classes=CLASSES),
+            clf.swap(MemoryClassifier().fit(["a", "b"], CLASSES)),
         ):
             with pytest.raises(AsyncClfError, match=r"inside the learn\(\) block"):
                 await call
