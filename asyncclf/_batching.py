@@ -229,6 +229,25 @@ class _Summary:
         return self.total / self.count if self.count else 0.0
 
 
+RECENT = 1024
+"""Samples the percentiles of ``statistics()`` are taken over: the most recent ones."""
+
+
+class _Recent:
+    """The last ``RECENT`` values of a series, for its percentiles."""
+
+    __slots__ = ("values",)
+
+    def __init__(self) -> None:
+        self.values: deque[float] = deque(maxlen=RECENT)
+
+    def percentile(self, q: float) -> float:
+        if not self.values:
+            return 0.0
+        ordered = sorted(self.values)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 class Batcher:
     """Merge requests into batches bounded by size and latency; see the module docs."""
 
@@ -257,6 +276,9 @@ class Batcher:
         self._sizes = _Summary()
         self._waits = _Summary()
         self._runs = _Summary()
+        self._recent_waits = _Recent()
+        self._recent_runs = _Recent()
+        self._recent_latencies = _Recent()
 
     def configure(
         self,
@@ -393,6 +415,7 @@ class Batcher:
             # failed. If this request led its batch, another waiter must now.
             self.withdraw(request)
             raise
+        self._recent_latencies.values.append(time.perf_counter() - request.queued_at)
 
     async def wait_taken(self, request: Request) -> None:
         """Return once a batch has taken ``request``, or it was withdrawn; lead nothing.
@@ -523,6 +546,8 @@ class Batcher:
         spans: list[Span] = []
         weighted = 0.0
         first = None
+        now = time.perf_counter()
+        recent = self._recent_waits.values
         for request in batch.requests:
             if not request.live:
                 continue
@@ -531,13 +556,13 @@ class Batcher:
             spans.append((start, start + n, request.per_item))
             texts.extend(request.texts)
             weighted += request.queued_at * n
+            recent.append(now - request.queued_at)
             if first is None:
                 first = request.queued_at
             if request.on_taken is not None:
                 request.on_taken.set()
         assert first is not None
         size = len(texts)
-        now = time.perf_counter()
         waits = self._waits
         waits.count += size
         waits.total += now * size - weighted
@@ -609,6 +634,7 @@ class Batcher:
 
     def _count(self, texts: list[str], segments: list[Segment], calls: int, elapsed: float) -> None:
         self._runs.add(elapsed)
+        self._recent_runs.values.append(elapsed)
         self._batches += calls
         self._items += len(texts)
         self._sizes.add(len(texts))
@@ -711,4 +737,10 @@ class Batcher:
             max_wait=self._waits.maximum,
             mean_run=self._runs.mean,
             max_run=self._runs.maximum,
+            wait_p50=self._recent_waits.percentile(0.5),
+            wait_p99=self._recent_waits.percentile(0.99),
+            run_p50=self._recent_runs.percentile(0.5),
+            run_p99=self._recent_runs.percentile(0.99),
+            latency_p50=self._recent_latencies.percentile(0.5),
+            latency_p99=self._recent_latencies.percentile(0.99),
         )

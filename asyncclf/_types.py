@@ -141,6 +141,17 @@ class BatchStatistics:
     mean_run: float
     """Mean seconds a batch spent in its worker thread."""
     max_run: float
+    wait_p50: float = 0.0
+    """Median seconds from a request's arrival to the start of its batch, over the
+    last ``RECENT`` requests (1,024): like every percentile here, 0.0 before any."""
+    wait_p99: float = 0.0
+    run_p50: float = 0.0
+    """Median seconds a batch spent in its worker, over the last 1,024 batches."""
+    run_p99: float = 0.0
+    latency_p50: float = 0.0
+    """Median seconds from a request's arrival to its caller having the result (queue,
+    run, delivery), over the last 1,024 requests."""
+    latency_p99: float = 0.0
 
 
 T = TypeVar("T")

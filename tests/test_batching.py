@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from asyncclf import AsyncClassifier, AsyncClfError, FailedPrediction, OverloadedError, Prediction
+from asyncclf._batching import RECENT
 from asyncclf._model import batch_key
 from asyncclf._work import WorkerTraceback
 
@@ -1255,3 +1256,19 @@ async def test_classifiers_dropped_during_a_run_leave_nothing_in_it() -> None:
     del clf
     gc.collect()
     assert len(_executors._PER_RUN.get()) <= before + 3
+
+
+async def test_statistics_give_percentiles_over_recent_requests() -> None:
+    """statistics() has wait, run and end-to-end latency percentiles, over a bounded
+    window of recent requests (and batches): ordered, consistent, and 0.0 before any."""
+    clf, _, _ = await recording()
+    empty = clf.statistics()
+    assert (empty.latency_p50, empty.wait_p99, empty.run_p50) == (0.0, 0.0, 0.0)
+    async with anyio.create_task_group() as tasks:
+        for i in range(RECENT + 100):
+            tasks.start_soon(clf.classify, f"spam {i}")
+    stats = clf.statistics()
+    assert 0 < stats.latency_p50 <= stats.latency_p99
+    assert 0 <= stats.wait_p50 <= stats.wait_p99 <= stats.latency_p99
+    assert 0 < stats.run_p50 <= stats.run_p99 <= stats.max_run
+    assert len(clf._batcher._recent_latencies.values) == RECENT
