@@ -37,6 +37,7 @@ from ._classifier import AsyncClassifier, online_estimator
 from ._cli_io import (
     CommandError,
     Output,
+    Reading,
     about,
     answer,
     check_score,
@@ -219,12 +220,21 @@ async def _save(clf: AsyncClassifier, path: str) -> str:
         raise about(path, exc) from exc
 
 
+def _note(reading: Reading, name: str) -> None:
+    """Print the line about the blank lines skipped in ``name``, if any, on stderr."""
+    note = reading.note(name)
+    if note is not None:
+        print(f"asyncclf: note: {note}", file=sys.stderr)
+
+
 async def _train(args: argparse.Namespace, out: Output, placement: Placement) -> None:
     source = display_name(args.data)
     await anyio.to_thread.run_sync(_check_output, args.output, args.data)
     texts: list[str] = []
     labels: list[Any] = []
-    async with aclosing(read_examples(args.data, args.text_field, args.label_field)) as examples:
+    reading = Reading(args.where)
+    examples = read_examples(args.data, args.text_field, args.label_field, reading)
+    async with aclosing(examples):
         async for _, text, label in examples:
             texts.append(text)
             labels.append(label)
@@ -232,13 +242,14 @@ async def _train(args: argparse.Namespace, out: Output, placement: Placement) ->
     for label in labels:
         counts[label] = counts.get(label, 0) + 1
     if not texts:
-        msg = f"{source}: no examples"
+        msg = f"{source}: no examples{reading.left_out()}"
         raise CommandError(msg)
     if len(counts) < 2:
         only = json.dumps(labels[0])
         msg = f"{source}: every example has the label {only}; training needs 2 classes or more"
         raise CommandError(msg)
-    out.line(f"read {len(texts)} examples from {source}, {len(counts)} classes:")
+    chosen = f" where {reading.conditions()}" if reading.where else ""
+    out.line(f"read {len(texts)} examples from {source}{chosen}, {len(counts)} classes:")
     for label, count in sorted(counts.items(), key=lambda item: str(item[0])):
         out.line(f"  {label}: {count}")
     if args.holdout > 0:
@@ -249,13 +260,15 @@ async def _train(args: argparse.Namespace, out: Output, placement: Placement) ->
         f"trained on all {len(texts)} examples; model saved to {args.output} (sha256 {digest})"
     )
     out.flush()
+    _note(reading, source)
 
 
 async def _classify(args: argparse.Namespace, out: Output, placement: Placement) -> None:
     clf = await _load(args, placement)
     name = display_name(args.input)
     where: deque[int] = deque()
-    texts = read_texts(args.input, args.jsonl, args.text_field, where)
+    reading = Reading(args.where)
+    texts = read_texts(args.input, args.jsonl, args.text_field, reading, where)
     with progress_bar("classify") as bar:
         async with aclosing(texts), clf.stream(texts, on_error="yield") as results:
             async for p in results:
@@ -268,6 +281,7 @@ async def _classify(args: argparse.Namespace, out: Output, placement: Placement)
                 if bar is not None:
                     bar.update()
     out.flush()
+    _note(reading, name)
 
 
 def _resolve_label(given: str, classes: list[Any], model: str) -> Any:
@@ -289,8 +303,10 @@ async def _rank(args: argparse.Namespace, out: Output, placement: Placement) -> 
     clf = await _load(args, placement)
     label = _resolve_label(args.label, clf.classes_.tolist(), args.model)
     name = display_name(args.input)
+    reading = Reading(args.where)
     try:
-        async with aclosing(read_texts(args.input, args.jsonl, args.text_field)) as lines:
+        texts = read_texts(args.input, args.jsonl, args.text_field, reading)
+        async with aclosing(texts) as lines:
             best = await clf.top_k(lines, label, args.k)
     except CommandError:
         raise
@@ -305,6 +321,7 @@ async def _rank(args: argparse.Namespace, out: Output, placement: Placement) -> 
         at = f"{name}: the text at index {ranked.index}"
         out.record({"index": ranked.index, "score": ranked.score, "text": ranked.text}, at)
     out.flush()
+    _note(reading, name)
 
 
 async def _eval(args: argparse.Namespace, out: Output, placement: Placement) -> None:
@@ -316,9 +333,10 @@ async def _eval(args: argparse.Namespace, out: Output, placement: Placement) -> 
     kind = kinds.pop() if len(kinds) == 1 else None
     truth: list[Any] = []
     where: deque[int] = deque()
+    reading = Reading(args.where)
 
     async def texts() -> AsyncGenerator[str, None]:
-        examples = read_examples(args.data, args.text_field, args.label_field, kind)
+        examples = read_examples(args.data, args.text_field, args.label_field, reading, kind)
         async with aclosing(examples):
             async for lineno, text, label in examples:
                 truth.append(label)
@@ -333,7 +351,7 @@ async def _eval(args: argparse.Namespace, out: Output, placement: Placement) -> 
                 if bar is not None:
                     bar.update()
     if not truth:
-        msg = f"{name}: no examples"
+        msg = f"{name}: no examples{reading.left_out()}"
         raise CommandError(msg)
     try:
         accuracy = accuracy_score(truth, predicted)
@@ -347,6 +365,7 @@ async def _eval(args: argparse.Namespace, out: Output, placement: Placement) -> 
     out.line(f"macro-F1: {macro_f1:.4f}")
     out.line(report.rstrip())
     out.flush()
+    _note(reading, name)
 
 
 def _spell(labels: Sequence[Any]) -> str:
@@ -411,12 +430,14 @@ async def _learn(args: argparse.Namespace, out: Output, placement: Placement) ->
         else:
             print(line, file=sys.stderr)
 
+    reading = Reading(args.where)
+
     def nothing() -> CommandError:
         also = f" ({skipped} lines skipped)" if skipped else ""
-        return CommandError(f"{source}: no examples to learn from{also}")
+        return CommandError(f"{source}: no examples to learn from{also}{reading.left_out()}")
 
     examples = read_examples(
-        args.data, args.text_field, args.label_field, kind, skip if skipping else None
+        args.data, args.text_field, args.label_field, reading, kind, skip if skipping else None
     )
     async with aclosing(examples):
         first = await anext(examples, None)  # the labels' kind says what --classes mean
@@ -520,6 +541,7 @@ async def _learn(args: argparse.Namespace, out: Output, placement: Placement) ->
         f"model version {clf.version} saved to {args.output} (sha256 {digest})"
     )
     out.flush()
+    _note(reading, source)
 
 
 # -- parser ----------------------------------------------------------------------------
@@ -580,6 +602,15 @@ def _executor(value: str) -> str:
     return _DASK + url.netloc
 
 
+def _condition(value: str) -> tuple[str, str]:
+    """Return the field and the value of ``--where FIELD=VALUE``."""
+    name, equals, wanted = value.partition("=")
+    if not equals or not name:
+        msg = f"must be FIELD=VALUE (such as split=train), not {value!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return name, wanted
+
+
 def _sha256(value: str) -> str:
     if not re.fullmatch(r"[0-9a-fA-F]{64}", value):
         msg = "must be 64 hexadecimal digits, the SHA-256 digest train prints"
@@ -603,6 +634,15 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--text-field", default="text", help="JSON field of the text")
         if label:
             command.add_argument("--label-field", default="label", help="JSON field of the label")
+        command.add_argument(
+            "--where",
+            type=_condition,
+            action="append",
+            default=[],
+            metavar="FIELD=VALUE",
+            help="keep only the JSON records whose FIELD is VALUE (a string as is, other "
+            "values as JSON: 3, true, null); repeatable, all must match",
+        )
 
     def model(command: argparse.ArgumentParser) -> None:
         command.add_argument("model", metavar="MODEL", help="a model file saved by train")
@@ -647,7 +687,11 @@ def _parser() -> argparse.ArgumentParser:
 
     def texts(command: argparse.ArgumentParser) -> None:
         command.add_argument(
-            "input", nargs="?", default="-", metavar="INPUT", help="one text per line; - is stdin"
+            "input",
+            nargs="?",
+            default="-",
+            metavar="INPUT",
+            help="one text per line (gzip too); - is stdin",
         )
         command.add_argument(
             "--jsonl", action="store_true", help="INPUT is JSON Lines with a text field"
@@ -655,7 +699,9 @@ def _parser() -> argparse.ArgumentParser:
         fields(command, label=False)
 
     train = commands.add_parser("train", help="train the default classifier on JSON Lines")
-    train.add_argument("data", metavar="DATA", help="JSON Lines with text and label; - is stdin")
+    train.add_argument(
+        "data", metavar="DATA", help="JSON Lines with text and label, or gzip of it; - is stdin"
+    )
     train.add_argument("-o", "--output", required=True, metavar="MODEL", help="model file")
     train.add_argument(
         "--holdout", type=_fraction, default=0.2, help="fraction held out to report accuracy"
@@ -672,7 +718,10 @@ def _parser() -> argparse.ArgumentParser:
         "goes and at the end.",
     )
     learn.add_argument(
-        "data", nargs="?", metavar="DATA", help="JSON Lines with text and label; - is stdin"
+        "data",
+        nargs="?",
+        metavar="DATA",
+        help="JSON Lines with text and label, or gzip of it; - is stdin",
     )
     learn.add_argument(
         "-o",
@@ -744,7 +793,9 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="accuracy, macro-F1 and a per-class report")
     model(evaluate)
-    evaluate.add_argument("data", metavar="DATA", help="JSON Lines with text and label")
+    evaluate.add_argument(
+        "data", metavar="DATA", help="JSON Lines with text and label, or gzip of it"
+    )
     fields(evaluate, label=True)
     workers(evaluate)
 
@@ -804,6 +855,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.command == "learn":
         _check_learn(args)
+    if getattr(args, "where", None) and getattr(args, "jsonl", True) is False:
+        args.command_parser.error(
+            "argument --where: needs JSON records: add --jsonl (INPUT is plain text, one "
+            "text per line, without it)"
+        )
     if args.backend == "trio" and importlib.util.find_spec("trio") is None:
         print("asyncclf: trio is not installed; 'pip install trio' first.", file=sys.stderr)
         return 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gzip
 import hashlib
 import io
 import json
@@ -79,14 +80,15 @@ def test_train_reports_classes_counts_and_holdout_accuracy(
 def test_classify_plain_lines_in_order(
     model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """classify writes one JSON object per input line, in order, with label and score."""
+    """classify writes one JSON object per non-blank input line, in order, and counts blanks."""
     source = tmp_path / "in.txt"
     lines = ["WINNER!! claim your free prize, call now", "see you at lunch", ""] * 50
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    status, out, _ = run(["classify", str(model), str(source)], capsys)
+    status, out, err = run(["classify", str(model), str(source)], capsys)
     records = [json.loads(line) for line in out.splitlines()]
     assert status == 0
-    assert [r["index"] for r in records] == list(range(len(lines)))
+    assert err == f"asyncclf: note: {source}: skipped 50 blank lines (the first is line 3)\n"
+    assert [r["index"] for r in records] == list(range(100))
     assert [r["label"] for r in records[:2]] == ["spam", "ham"]
     assert all(0 <= r["score"] <= 1 for r in records)
 
@@ -635,7 +637,7 @@ def test_a_closed_stdout_gives_one_line(
 @pytest.mark.parametrize(
     ("content", "texts"),
     [
-        (b"\xef\xbb\xbfwin a prize\r\nsee\ryou\n\nlast", ["win a prize", "see\ryou", "", "last"]),
+        (b"\xef\xbb\xbfwin a prize\r\nsee\ryou\n\nlast", ["win a prize", "see\ryou", "last"]),
         (("x" + "\u00e9" * 40_000 + "\nend\n").encode(), ["x" + "\u00e9" * 40_000, "end"]),
     ],
     ids=["bom-crlf-cr-blank", "line-longer-than-a-chunk"],
@@ -648,7 +650,7 @@ def test_plain_input_is_split_on_newlines_only(
     content: bytes,
     texts: list[str],
 ) -> None:
-    """A leading BOM is dropped, \\r\\n and \\n end lines, a lone \\r stays in the text."""
+    """A leading BOM is dropped, \\r\\n and \\n end lines, a lone \\r stays, blanks go."""
     source = tmp_path / "in.txt"
     source.write_bytes(content)
     status, out, _ = run(
@@ -1441,3 +1443,232 @@ def test_learn_draws_a_bar_with_the_accuracy_on_a_terminal(
     assert status == 0
     assert re.search(r"learn: 60 examples .*accuracy \d\.\d{3}, last 10: 1\.000, version 1", err)
     assert learned(out)[2][1] == "60"  # stdout is no terminal: the lines are printed too
+
+
+# -- input: gzip, --where, blank lines ------------------------------------------------------
+
+HEX = re.compile(r"sha256 [0-9a-f]{64}|\d+ examples/s")
+
+
+def command_args(command: str, model: Path, data: str, tmp_path: Path) -> list[str]:
+    """The arguments running ``command`` on the labelled JSON Lines ``data``."""
+    return {
+        "train": ["train", data, "-o", str(tmp_path / "m.skops"), "--holdout", "0"],
+        "learn": ["learn", data, "-o", str(tmp_path / "o.skops"), "--classes", "ham", "spam"],
+        "classify": ["classify", str(model), "--jsonl", "--with-text", data],
+        "rank": ["rank", str(model), "--label", "spam", "-k", "1000", "--jsonl", data],
+        "eval": ["eval", str(model), data],
+    }[command]
+
+
+ALL_COMMANDS = ["train", "learn", "classify", "rank", "eval"]
+
+
+@pytest.mark.parametrize("command", ALL_COMMANDS)
+@pytest.mark.parametrize("how", ["suffix", "magic", "stdin"])
+def test_gzip_input_is_read_as_the_plain_file(
+    model: Path,
+    small: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    backend: str,
+    command: str,
+    how: str,
+) -> None:
+    """Input starting with gzip's magic bytes is decompressed, by any name and on stdin."""
+    status, expected, err = run(
+        ["--backend", backend, *command_args(command, model, str(small), tmp_path)], capsys
+    )
+    assert (status, err) == (0, "")
+    packed = gzip.compress(small.read_bytes())
+    data = tmp_path / ("data.jsonl.gz" if how == "suffix" else "data.bin")
+    data.write_bytes(packed)
+    name = str(data)
+    if how == "stdin":
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(packed)))
+        name = "-"
+    status, out, err = run(
+        ["--backend", backend, *command_args(command, model, name, tmp_path)], capsys
+    )
+    assert (status, err) == (0, "")
+    shown = "<stdin>" if how == "stdin" else str(data)
+    assert HEX.sub("", out).replace(shown, "DATA") == HEX.sub("", expected).replace(
+        str(small), "DATA"
+    )
+    assert out.strip()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (gzip.compress(b"ok\n" * 3)[:-12], r"{}:\d+: corrupt gzip data \(EOFError: "),
+        (gzip.compress(b"ok\nok\ncaf\xe9\n"), r"{}:3: not valid UTF-8"),
+        (b"\x1f\x8b\x08garbage\n", r"{}:1: corrupt gzip data \("),
+    ],
+    ids=["truncated", "not-utf8-inside", "bad-header"],
+)
+def test_bad_gzip_input_gives_one_line_naming_file_and_line(
+    model: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    content: bytes,
+    message: str,
+) -> None:
+    """A truncated or corrupt gzip file, or bad UTF-8 inside one, is one line with the file."""
+    data = tmp_path / "in.gz"
+    data.write_bytes(content)
+    status, _, err = run(["classify", str(model), str(data)], capsys)
+    assert status == 1
+    assert re.match(message.format(re.escape(str(data))), one_error(err))
+
+
+WHERE_ROWS: list[dict[str, Any]] = [
+    {"text": "free prize now", "label": "spam", "split": "train", "fold": 1},
+    {"text": "see you at lunch", "label": "ham", "split": "train", "fold": 2},
+    {"text": "win cash today", "label": "spam", "split": "test", "fold": 1},
+    {"text": "running late", "label": "ham", "split": "train", "fold": 1},
+    {"text": "no split field", "label": "ham"},
+    {"text": "unlabelled test text", "split": "test", "fold": 2},
+    {"text": "love you mum", "label": "ham", "split": "train", "fold": True},
+    {"text": "claim your reward", "label": "spam", "split": "train", "fold": 2},
+]
+
+
+@pytest.mark.parametrize(
+    ("where", "kept"),
+    [
+        (["split=train"], [0, 1, 3, 6, 7]),
+        (["split=train", "fold=1"], [0, 3]),
+        (["fold=2"], [1, 5, 7]),
+        (["fold=true"], [6]),
+        (["split=nope"], []),
+    ],
+    ids=["one", "two", "integer", "boolean", "none"],
+)
+def test_where_keeps_only_records_matching_every_condition(
+    model: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    backend: str,
+    where: list[str],
+    kept: list[int],
+) -> None:
+    """--where keeps the records whose fields spell every VALUE; a missing field is no match."""
+    data = write_jsonl(tmp_path / "d.jsonl", WHERE_ROWS)
+    conditions = [arg for condition in where for arg in ("--where", condition)]
+    command = ["classify", str(model), "--jsonl", "--with-text", str(data), *conditions]
+    status, out, err = run(["--backend", backend, *command], capsys)
+    assert (status, err) == (0, "")
+    assert [r["text"] for r in records(out)] == [WHERE_ROWS[i]["text"] for i in kept]
+    assert [r["index"] for r in records(out)] == list(range(len(kept)))
+
+
+@pytest.mark.parametrize("command", ALL_COMMANDS)
+def test_where_filters_before_fields_are_checked_in_every_command(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """Every command reads only the --where records; others may lack the label."""
+    data = write_jsonl(tmp_path / "d.jsonl", WHERE_ROWS)
+    args = command_args(command, model, str(data), tmp_path)
+    status, out, err = run([*args, "--where", "split=train"], capsys)
+    assert (status, err) == (0, "")
+    expected = {
+        "train": f"read 5 examples from {data} where split=train, 2 classes:",
+        "learn": "learned from 5 examples (0 skipped)",
+        "eval": "examples: 5",
+    }
+    if command in expected:
+        assert expected[command] in out
+    else:
+        texts = {WHERE_ROWS[i]["text"] for i in (0, 1, 3, 6, 7)}
+        assert {r["text"] for r in records(out)} == texts
+
+
+@pytest.mark.parametrize("command", ["train", "learn", "eval"])
+def test_where_matching_nothing_says_so(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """A --where no record matches is a one-line error counting the records left out."""
+    data = write_jsonl(tmp_path / "d.jsonl", WHERE_ROWS)
+    args = command_args(command, model, str(data), tmp_path)
+    status, _, err = run([*args, "--where", "split=tset"], capsys)
+    assert status == 1
+    assert one_error(err).endswith(
+        "no examples (8 records not matching --where split=tset)"
+        if command != "learn"
+        else "no examples to learn from (8 records not matching --where split=tset)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--where", "foo"], "argument --where: must be FIELD=VALUE"),
+        (["--where", "=train"], "argument --where: must be FIELD=VALUE"),
+    ],
+)
+@pytest.mark.parametrize("command", ALL_COMMANDS)
+def test_bad_where_is_a_usage_error(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    options: list[str],
+    message: str,
+) -> None:
+    """--where without FIELD=VALUE exits 2 with argparse's usage and a message naming it."""
+    args = command_args(command, tmp_path / "m", str(tmp_path / "missing"), tmp_path)
+    with pytest.raises(SystemExit) as usage:
+        main([*args, *options])
+    assert usage.value.code == 2
+    err = capsys.readouterr().err
+    assert f"asyncclf {command}: error: {message}" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["classify", "rank"])
+def test_where_on_plain_text_is_a_usage_error(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """--where needs JSON records: on plain-text INPUT (no --jsonl) it is a usage error."""
+    args = [a for a in command_args(command, model, "-", tmp_path) if a != "--jsonl"]
+    with pytest.raises(SystemExit) as usage:
+        main([*args, "--where", "split=train"])
+    assert usage.value.code == 2
+    assert f"asyncclf {command}: error: argument --where: needs JSON records: add --jsonl" in (
+        capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize("command", ALL_COMMANDS)
+def test_blank_lines_are_skipped_and_counted_by_every_command(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], backend: str, command: str
+) -> None:
+    """Every command skips blank lines and ends with one stderr note counting them."""
+    rows = [row for row in WHERE_ROWS if "label" in row]
+    lines: list[dict[str, Any] | str] = [rows[0], "", rows[1], rows[2], " \t", *rows[3:], ""]
+    data = write_jsonl(tmp_path / "d.jsonl.gz", lines)
+    data.write_bytes(gzip.compress(data.read_bytes()))
+    args = command_args(command, model, str(data), tmp_path)
+    status, out, err = run(["--backend", backend, *args], capsys)
+    assert status == 0
+    assert err == f"asyncclf: note: {data}: skipped 3 blank lines (the first is line 2)\n"
+    expected = {
+        "train": f"read {len(rows)} examples from {data}, 2 classes:",
+        "learn": f"learned from {len(rows)} examples (0 skipped)",
+        "eval": f"examples: {len(rows)}",
+    }
+    if command in expected:
+        assert expected[command] in out
+    else:
+        assert sorted(r["text"] for r in records(out)) == sorted(row["text"] for row in rows)
+
+
+def test_no_blank_line_note_without_blank_lines(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without blank lines nothing is printed on stderr: the note only counts what was skipped."""
+    data = write_jsonl(tmp_path / "d.txt", ["free prize", "hi mum"])
+    status, out, err = run(["classify", str(model), str(data)], capsys)
+    assert (status, err) == (0, "")
+    assert len(records(out)) == 2
