@@ -610,7 +610,7 @@ class AsyncClassifier(Generic[Label]):
             return []
         outcome = await self._batcher.submit(batch_key("scores"), texts)
         scores = outcome.rows()[:, outcome.tag.column(label)]
-        return _ranking.rank(texts, scores, k)
+        return _ranking.rank(texts, scores, k, outcome.tag.version)
 
     async def group(
         self, X: Iterable[str], *, k: SupportsIndex | None = None
@@ -628,7 +628,7 @@ class AsyncClassifier(Generic[Label]):
             return {cast(Label, label): [] for label in model.labels}
         outcome = await self._batcher.submit(batch_key("scores"), texts)
         labels = cast(list[Label], outcome.tag.labels)
-        return _ranking.group(texts, outcome.rows(), labels, k)
+        return _ranking.group(texts, outcome.rows(), labels, k, outcome.tag.version)
 
     # -- streams ---------------------------------------------------------------------
 
@@ -733,9 +733,9 @@ class AsyncClassifier(Generic[Label]):
 
         def scored(
             start: int, texts: list[str], rows: NDArray[np.float64], tag: Model
-        ) -> list[tuple[int, str, float]]:
+        ) -> list[tuple[int, str, float, int]]:
             scores = rows[:, tag.column(label)].tolist()
-            return [(start + i, text, scores[i]) for i, text in enumerate(texts)]
+            return [(start + i, text, scores[i], tag.version) for i, text in enumerate(texts)]
 
         async with _streams.open_stream(
             self._batcher,
@@ -743,8 +743,8 @@ class AsyncClassifier(Generic[Label]):
             source,
             scored,
         ) as results:
-            async for index, text, score in results:
-                best.push(index, text, score)
+            async for index, text, score, version in results:
+                best.push(index, text, score, version)
         return best.result()
 
     # -- online learning -------------------------------------------------------------

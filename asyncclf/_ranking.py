@@ -27,10 +27,13 @@ def ranking_order(scores: NDArray[np.float64], k: int | None = None) -> NDArray[
     return order if k is None else order[:k]
 
 
-def rank(texts: Sequence[str], scores: NDArray[np.float64], k: int | None = None) -> list[Ranked]:
-    """Rank ``texts`` by ``scores``, highest first, keeping at most ``k``."""
+def rank(
+    texts: Sequence[str], scores: NDArray[np.float64], k: int | None = None, version: int = 0
+) -> list[Ranked]:
+    """Rank ``texts`` by ``scores`` (of model ``version``), highest first, keeping at
+    most ``k``."""
     return [
-        Ranked(index=int(i), text=texts[i], score=float(scores[i]))
+        Ranked(index=int(i), text=texts[i], score=float(scores[i]), version=version)
         for i in ranking_order(scores, k)
     ]
 
@@ -40,6 +43,7 @@ def group(
     scores: NDArray[np.float64],
     classes: Sequence[L],
     k: int | None = None,
+    version: int = 0,
 ) -> dict[L, list[Ranked]]:
     """Put each text under its best-scoring class, each list ranked by that score.
 
@@ -54,7 +58,12 @@ def group(
     for column, label in enumerate(classes):
         members = np.flatnonzero(best == column)
         groups[label] = [
-            Ranked(index=int(members[j]), text=texts[members[j]], score=float(top[members[j]]))
+            Ranked(
+                index=int(members[j]),
+                text=texts[members[j]],
+                score=float(top[members[j]]),
+                version=version,
+            )
             for j in ranking_order(top[members], k)
         ]
     return groups
@@ -71,14 +80,15 @@ class TopK:
             msg = f"k must be >= 0, not {k}."
             raise ValueError(msg)
         self.k = k
-        self._heap: list[tuple[float, int, str, float]] = []
+        self._heap: list[tuple[float, int, str, float, int]] = []
 
-    def push(self, index: int, text: str, score: float) -> None:
-        """Offer one text; it is kept only if it is among the ``k`` best so far."""
+    def push(self, index: int, text: str, score: float, version: int = 0) -> None:
+        """Offer one text (scored by model ``version``); it is kept only if it is among
+        the ``k`` best so far."""
         if self.k == 0:
             return
         key = -np.inf if np.isnan(score) else score
-        entry = (key, -index, text, score)
+        entry = (key, -index, text, score, version)
         if len(self._heap) < self.k:
             heapq.heappush(self._heap, entry)
         elif entry[:2] > self._heap[0][:2]:
@@ -87,4 +97,7 @@ class TopK:
     def result(self) -> list[Ranked]:
         """Return the kept texts, highest score first, ties in push order."""
         ordered = sorted(self._heap, key=lambda e: (-e[0], -e[1]))
-        return [Ranked(index=-neg, text=text, score=score) for _, neg, text, score in ordered]
+        return [
+            Ranked(index=-neg, text=text, score=score, version=version)
+            for _, neg, text, score, version in ordered
+        ]

@@ -54,6 +54,8 @@ class Ranked:
     text: str
     score: float
     """The estimator's score for the ranked label: a probability, or a decision value."""
+    version: int = 0
+    """The model version that scored the text (see ``AsyncClassifier.version``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -615,3 +615,15 @@ async def test_swap_refuses_what_cannot_serve(make: Classifiers, tmp_path: Path)
         await clf.swap(bad)
     assert clf.version == 1
     assert (await clf.classify("eggs")).label == "eggs"
+
+
+async def test_rank_group_and_top_k_say_which_model_answered(make: Classifiers) -> None:
+    """Every Ranked carries the version of the model that scored its text."""
+    clf = await fitted(make)
+    await clf.fit(TRAIN_X, TRAIN_Y)
+    texts = ["spam spam", "ham", "eggs eggs", "spam"]
+    ranked = await clf.rank(texts, "spam")
+    grouped = await clf.group(texts)
+    best = await clf.top_k(texts, "spam", 2)
+    everything = [*ranked, *(r for rs in grouped.values() for r in rs), *best]
+    assert {r.version for r in everything} == {clf.version} == {2}
