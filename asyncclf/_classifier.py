@@ -399,6 +399,12 @@ class AsyncClassifier(Generic[Label]):
             PersistenceError: the file cannot be loaded (see :meth:`load`).
         """
         self._check_not_inside_learn("swap")
+        if isinstance(model, AsyncClassifier):
+            msg = (
+                "swap() takes an estimator or a model file, not an AsyncClassifier: "
+                "pass its estimator_ to serve the model it serves."
+            )
+            raise UnsupportedEstimatorError(msg)
         if isinstance(model, (str, os.PathLike)):
             from ._persistence import load_model
 

@@ -37,6 +37,10 @@ _INT64 = 1 << 63
 _GZIP_MAGIC = b"\x1f\x8b"
 """The first two bytes of every gzip file, whatever its name."""
 
+_BLANK = " \t\r\n"
+"""All a blank line holds: spaces and tabs (and its end). Other whitespace, such as a
+no-break space or a form feed, is text, which the library classifies too."""
+
 
 class CommandError(Exception):
     """An error to print as one line and exit with status 1."""
@@ -332,7 +336,7 @@ async def read_texts(
     """
     async with aclosing(_lines(path)) as lines:
         async for name, lineno, line in lines:
-            if not line.strip():
+            if not line.strip(_BLANK):
                 reading.skip_blank(lineno)
                 continue
             if jsonl:
@@ -375,7 +379,7 @@ async def read_examples(
     first = 0
     async with aclosing(_lines(path)) as lines:
         async for name, lineno, line in lines:
-            if not line.strip():
+            if not line.strip(_BLANK):
                 reading.skip_blank(lineno)
                 continue
             try:

@@ -371,11 +371,10 @@ def served_copy(estimator: Any) -> Any:
     except _SklearnNotFittedError:
         msg = f"{type(estimator).__name__} is not fitted; fit it before serving it."
         raise NotFittedError(msg) from None
-    except TypeError:
-        msg = f"{type(estimator).__name__} is not a scikit-learn estimator: it cannot serve."
-        raise UnsupportedEstimatorError(msg) from None
+    except (TypeError, AttributeError):
+        pass  # not scikit-learn's own (no tags, or no fit): judged by its classes_ alone
     if getattr(estimator, "classes_", None) is None:
-        msg = f"{type(estimator).__name__} has no classes_: is it a classifier?"
+        msg = f"{type(estimator).__name__} has no classes_: is it a fitted classifier?"
         raise UnsupportedEstimatorError(msg)
     return copy.deepcopy(estimator)
 

@@ -100,14 +100,17 @@ class KeywordClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         return self._proba(X)
 
     def _proba(self, X: Sequence[str]) -> NDArray[np.float64]:
+        return self._proba_with(self.classes_, X)
+
+    def _proba_with(self, classes: Any, X: Sequence[str]) -> NDArray[np.float64]:
         for text in X:
             if self.fail_on and self.fail_on in text:
                 msg = f"cannot score {text!r}"
                 raise ValueError(msg)
         counts = np.array(
-            [[text.count(str(label)) + 1.0 for label in self.classes_] for text in X],
+            [[text.count(str(label)) + 1.0 for label in classes] for text in X],
             dtype=np.float64,
-        ).reshape(len(X), len(self.classes_))
+        ).reshape(len(X), len(classes))
         result: NDArray[np.float64] = counts / counts.sum(axis=1, keepdims=True)
         return result
 
@@ -492,3 +495,19 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         for i, text in enumerate(X):
             rows[i, classes.index(memory[text]) if text in memory else 0] = 1.0
         return rows
+
+
+class DuckClassifier:
+    """A classifier by duck typing: fit, predict_proba and classes_, but not a
+    scikit-learn estimator (no BaseEstimator, no tags). Scores like KeywordClassifier."""
+
+    def fit(self, X: Sequence[str], y: Sequence[Any]) -> DuckClassifier:
+        self.classes_ = np.unique(np.asarray(y))
+        return self
+
+    def predict_proba(self, X: Sequence[str]) -> NDArray[np.float64]:
+        return KeywordClassifier(fail_on="")._proba_with(self.classes_, X)
+
+    def predict(self, X: Sequence[str]) -> NDArray[Any]:
+        result: NDArray[Any] = self.classes_[self.predict_proba(X).argmax(axis=1)]
+        return result

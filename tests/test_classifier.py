@@ -35,6 +35,7 @@ from .fakes import (
     TRAIN_X,
     TRAIN_Y,
     DecisionOnlyClassifier,
+    DuckClassifier,
     Gate,
     KeywordClassifier,
     LabelOnlyClassifier,
@@ -627,3 +628,18 @@ async def test_rank_group_and_top_k_say_which_model_answered(make: Classifiers) 
     best = await clf.top_k(texts, "spam", 2)
     everything = [*ranked, *(r for rs in grouped.values() for r in rs), *best]
     assert {r.version for r in everything} == {clf.version} == {2}
+
+
+async def test_swap_takes_any_fitted_classifier_but_not_an_async_classifier(
+    make: Classifiers,
+) -> None:
+    """A classifier that fit accepts (with classes_, not scikit-learn's own) can be
+    swapped in; an AsyncClassifier passed by mistake is refused, naming estimator_."""
+    clf = await fitted(make)
+    other = await fitted(make)
+    with pytest.raises(UnsupportedEstimatorError, match="estimator_"):
+        await clf.swap(other)
+    duck = DuckClassifier().fit(TRAIN_X, TRAIN_Y)
+    await clf.swap(duck)
+    assert clf.version == 2
+    assert (await clf.classify("spam")).label == "spam"

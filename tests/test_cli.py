@@ -1672,3 +1672,16 @@ def test_no_blank_line_note_without_blank_lines(
     status, out, err = run(["classify", str(model), str(data)], capsys)
     assert (status, err) == (0, "")
     assert len(records(out)) == 2
+
+
+def test_other_whitespace_is_text_not_a_blank_line(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only spaces and tabs make a line blank: a no-break space, a form feed or an
+    ideographic space is a text, classified as the library classifies it."""
+    data = tmp_path / "d.txt"
+    data.write_text("free prize\n\u00a0\n\x0c\n\u3000\n \t\nhi mum\n", encoding="utf-8")
+    status, out, err = run(["classify", str(model), str(data)], capsys)
+    assert status == 0
+    assert [r["index"] for r in records(out)] == [0, 1, 2, 3, 4]  # five texts classified
+    assert err == f"asyncclf: note: {data}: skipped 1 blank line (the first is line 5)\n"
