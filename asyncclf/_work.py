@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import numpy as np
 import sklearn
 from numpy.typing import NDArray
+from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
@@ -366,13 +367,12 @@ def compute(model: Any, kind: str, settings: dict[str, Any], texts: list[str]) -
 
 def served_copy(estimator: Any) -> Any:
     """A deep copy of a fitted classifier, to serve; or NotFittedError."""
-    try:
-        check_is_fitted(estimator)
-    except _SklearnNotFittedError:
-        msg = f"{type(estimator).__name__} is not fitted; fit it before serving it."
-        raise NotFittedError(msg) from None
-    except (TypeError, AttributeError):
-        pass  # not scikit-learn's own (no tags, or no fit): judged by its classes_ alone
+    if isinstance(estimator, BaseEstimator):  # others are judged by their classes_ alone
+        try:
+            check_is_fitted(estimator)
+        except _SklearnNotFittedError:
+            msg = f"{type(estimator).__name__} is not fitted; fit it before serving it."
+            raise NotFittedError(msg) from None
     if getattr(estimator, "classes_", None) is None:
         msg = f"{type(estimator).__name__} has no classes_: is it a fitted classifier?"
         raise UnsupportedEstimatorError(msg)
