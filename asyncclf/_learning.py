@@ -46,7 +46,7 @@ from ._errors import (
 )
 from ._model import require_partial_fit
 from ._progress import Reporter
-from ._streams import _iterate, check_source
+from ._streams import _iterate, _Raise, check_source
 from ._types import LearnReport, Progress
 from ._validation import _describe, check_labels, check_text, label_kind
 
@@ -133,13 +133,6 @@ class _Score:
     @property
     def window_accuracy(self) -> float:
         return self._window_hits / len(self._window) if self._window else math.nan
-
-
-class _Raise:
-    __slots__ = ("error",)
-
-    def __init__(self, error: Exception) -> None:
-        self.error = error
 
 
 class _Reports:
