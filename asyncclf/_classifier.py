@@ -281,10 +281,25 @@ class AsyncClassifier(Generic[Label]):
             raise NotFittedError(msg)
         return self._model
 
-    def _swap(self, estimator: Any) -> None:
+    @property
+    def model_id(self) -> str:
+        """The serving model's identity: 16 hex digits of a hash of everything it
+        learned and was set to ("" before the first fit).
+
+        Unlike :attr:`version`, a count in this process, it is the same in every
+        process serving the same model: loaded from the same file (which stores it),
+        or fitted on the same data with the same settings and library versions; any
+        other fit, ``partial_fit`` or publish of :meth:`learn` changes it.
+        :class:`Prediction`, :class:`FailedPrediction` and :class:`Ranked` carry the
+        identity of the model that answered. Not a security check: pin a file's
+        SHA-256 for that. See docs/deployment.md.
+        """
+        return "" if self._model is None else self._model.model_id
+
+    def _swap(self, estimator: Any, model_id: str) -> None:
         # One attribute assignment on the event loop: readers see the old or the new
         # model, whole.
-        self._model = Model.of(estimator, self.version + 1)
+        self._model = Model.of(estimator, self.version + 1, model_id)
 
     def _check_not_inside_learn(self, call: str) -> None:
         if self._learning_in == anyio.get_current_task().id:
@@ -324,8 +339,9 @@ class AsyncClassifier(Generic[Label]):
             async with self._fit_lock.get():
                 reporter.update(0)
                 fitted = await self._executor.fit(_work.fit, estimator, texts, labels)
+                identified = await self._executor.run(_work.identified, fitted)
                 reporter.update(len(texts))
-                self._swap(fitted)
+                self._swap(*identified)
         finally:
             reporter.close()
         return self
@@ -372,7 +388,7 @@ class AsyncClassifier(Generic[Label]):
             updated = await self._executor.fit(
                 _work.partial_fit, serving, fresh, texts, labels, class_list
             )
-            self._swap(updated)
+            self._swap(*await self._executor.run(_work.identified, updated))
         return self
 
     async def swap(
@@ -408,14 +424,15 @@ class AsyncClassifier(Generic[Label]):
         if isinstance(model, (str, os.PathLike)):
             from ._persistence import load_model
 
-            estimator, _, _ = await anyio.to_thread.run_sync(
+            estimator, _, header = await anyio.to_thread.run_sync(
                 partial(load_model, model, list(trusted), sha256=sha256, max_size=max_size),
                 limiter=anyio.CapacityLimiter(1),
             )
+            model_id = header["model_id"]
         else:
-            estimator = await anyio.to_thread.run_sync(_work.served_copy, model)
+            estimator, model_id = await anyio.to_thread.run_sync(_work.served_copy, model)
         async with self._fit_lock.get():
-            self._swap(estimator)
+            self._swap(estimator, model_id)
         return self
 
     # -- persistence -----------------------------------------------------------------
@@ -439,7 +456,7 @@ class AsyncClassifier(Generic[Label]):
         from ._persistence import dump_model
 
         return await self._executor.run(
-            dump_model, path, model.estimator, model.labels, model.version
+            dump_model, path, model.estimator, model.labels, model.version, model.model_id
         )
 
     @classmethod
@@ -479,13 +496,13 @@ class AsyncClassifier(Generic[Label]):
         from ._persistence import load_model
 
         trusted = list(trusted)
-        estimator, version, _ = await anyio.to_thread.run_sync(
+        estimator, version, header = await anyio.to_thread.run_sync(
             partial(load_model, path, trusted, sha256=sha256, max_size=max_size),
             limiter=anyio.CapacityLimiter(1),
         )
         params.setdefault("estimator", clone(estimator))
         clf = cls(**params)
-        clf._model = Model.of(estimator, version)
+        clf._model = Model.of(estimator, version, header["model_id"])
         return clf
 
     # -- predictions -----------------------------------------------------------------
@@ -579,7 +596,8 @@ class AsyncClassifier(Generic[Label]):
         await batcher.wait(request)
         column, score = request.top()
         model: Model = request.batch.tag
-        return Prediction(0, text, cast(Label, model.labels[column]), score, model.version)
+        label = cast(Label, model.labels[column])
+        return Prediction(0, text, label, score, model.version, model.model_id)
 
     async def classify_many(self, X: Iterable[str]) -> list[Prediction[Label]]:
         """Classify many texts: one :class:`Prediction` each, in input order.
@@ -616,7 +634,7 @@ class AsyncClassifier(Generic[Label]):
             return []
         outcome = await self._batcher.submit(batch_key("scores"), texts)
         scores = outcome.rows()[:, outcome.tag.column(label)]
-        return _ranking.rank(texts, scores, k, outcome.tag.version)
+        return _ranking.rank(texts, scores, k, outcome.tag.version, outcome.tag.model_id)
 
     async def group(
         self, X: Iterable[str], *, k: SupportsIndex | None = None
@@ -634,7 +652,8 @@ class AsyncClassifier(Generic[Label]):
             return {cast(Label, label): [] for label in model.labels}
         outcome = await self._batcher.submit(batch_key("scores"), texts)
         labels = cast(list[Label], outcome.tag.labels)
-        return _ranking.group(texts, outcome.rows(), labels, k, outcome.tag.version)
+        tag = outcome.tag
+        return _ranking.group(texts, outcome.rows(), labels, k, tag.version, tag.model_id)
 
     # -- streams ---------------------------------------------------------------------
 
@@ -705,8 +724,9 @@ class AsyncClassifier(Generic[Label]):
         self._require(model, "scores")
 
         def failed(index: int, text: str, error: Exception, tag: Model | None) -> FailedPrediction:
-            version = self.version if tag is None else tag.version
-            return FailedPrediction(index, text, error, version)
+            if tag is None:
+                return FailedPrediction(index, text, error, self.version, self.model_id)
+            return FailedPrediction(index, text, error, tag.version, tag.model_id)
 
         convert: _streams.Convert[Prediction[Label] | FailedPrediction] = predictions
         async with _streams.open_stream(
@@ -739,9 +759,10 @@ class AsyncClassifier(Generic[Label]):
 
         def scored(
             start: int, texts: list[str], rows: NDArray[np.float64], tag: Model
-        ) -> list[tuple[int, str, float, int]]:
+        ) -> list[tuple[int, str, float, int, str]]:
             scores = rows[:, tag.column(label)].tolist()
-            return [(start + i, text, scores[i], tag.version) for i, text in enumerate(texts)]
+            version, model_id = tag.version, tag.model_id
+            return [(start + i, text, scores[i], version, model_id) for i, text in enumerate(texts)]
 
         async with _streams.open_stream(
             self._batcher,
@@ -749,8 +770,8 @@ class AsyncClassifier(Generic[Label]):
             source,
             scored,
         ) as results:
-            async for index, text, score, version in results:
-                best.push(index, text, score, version)
+            async for index, text, score, version, model_id in results:
+                best.push(index, text, score, version, model_id)
         return best.result()
 
     # -- online learning -------------------------------------------------------------

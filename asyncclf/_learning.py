@@ -449,9 +449,9 @@ class _Session:
             self.score.add(hits)
             self.size = min(2 * self.size, self.batch_size)
         elif publish:
-            snapshot = await clf._executor.run(copy.deepcopy, self.learner)
+            snapshot = await clf._executor.run(_work.snapshot, self.learner)
         if snapshot is not None:
-            clf._swap(snapshot)
+            clf._swap(*snapshot)
             self.published_at = seen
         saved = False
         every = self.checkpoint_every
@@ -478,5 +478,6 @@ class _Session:
                 saved=saved,
                 skipped=self.skipped,
                 errors=tuple(errors),
+                model_id=clf.model_id,
             )
         )

@@ -109,13 +109,15 @@ class Model:
     estimator: Any
     labels: list[Hashable]
     version: int
+    model_id: str
+    """Its fingerprint (see ``_work.fingerprint``): the same in every process."""
     abilities: frozenset[str]
     """The computations it supports: predict, predict_proba, decision_function, scores."""
     kind: str | None
     """The kind of its labels (see ``label_kind``)."""
 
     @classmethod
-    def of(cls, estimator: Any, version: int) -> Model:
+    def of(cls, estimator: Any, version: int, model_id: str) -> Model:
         abilities = {
             name
             for name in ("predict", "predict_proba", "decision_function")
@@ -125,7 +127,7 @@ class Model:
             abilities.add("scores")
         labels = labels_of(estimator)
         kind = label_kind(labels[0]) if labels else None
-        return cls(estimator, labels, version, frozenset(abilities), kind)
+        return cls(estimator, labels, version, model_id, frozenset(abilities), kind)
 
     def column(self, label: Hashable) -> int:
         """The column of ``label``: of the same kind, so ``True`` never finds ``1``."""
@@ -215,8 +217,8 @@ def predictions(
     best = rows.argmax(axis=1)
     scores = rows[np.arange(len(texts)), best].tolist()
     labels = model.labels
-    version = model.version
+    version, model_id = model.version, model.model_id
     return [
-        Prediction(start + i, text, labels[j], scores[i], version)
+        Prediction(start + i, text, labels[j], scores[i], version, model_id)
         for i, (text, j) in enumerate(zip(texts, best.tolist(), strict=True))
     ]

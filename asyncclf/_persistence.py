@@ -2,7 +2,8 @@
 
 A model file is a skops archive (a zip of JSON and numpy arrays, no pickle) holding
 the fitted estimator and a header: a format marker, the asyncclf and scikit-learn
-versions that wrote it, the classes and the model version. Loading refuses any type
+versions that wrote it, the classes, the model version and the model's identity
+(its fingerprint, so that every process loading the file agrees on it). Loading refuses any type
 outside scikit-learn, numpy and scipy's own (skops' default list plus the private
 calibration types of the default pipeline) unless the caller names it,
 so a file from an untrusted source cannot run code on load.
@@ -35,7 +36,7 @@ import skops.io as sio
 from sklearn.base import clone
 
 from ._errors import InvalidParameterError, PersistenceError
-from ._work import pack, vectorisers, vocabulary_of
+from ._work import fingerprint, pack, vectorisers, vocabulary_of
 
 __all__ = ["DEFAULT_MAX_SIZE", "DEFAULT_TRUSTED", "FORMAT", "dump_model", "load_model"]
 
@@ -64,6 +65,7 @@ DEFAULT_MAX_SIZE = 256 * 2**20
 ten times the default pipeline trained on all of 20 Newsgroups (25 MB)."""
 
 _DIGEST = re.compile(r"[0-9a-fA-F]{64}")
+_MODEL_ID = re.compile(r"[0-9a-f]{16}")
 
 
 def dump_model(
@@ -71,9 +73,11 @@ def dump_model(
     estimator: Any,
     labels: Sequence[Hashable],
     version: int,
+    model_id: str | None = None,
 ) -> str:
     """Write the model to ``path`` atomically; return the file's SHA-256 digest (hex).
 
+    ``model_id`` is the model's fingerprint (computed here when ``None``).
     A symbolic link at ``path`` is followed: its target is replaced and the link kept.
     An existing file keeps its permission bits; a new one gets ``0o666`` less the
     process umask, as ``open(path, "w")`` would give it.
@@ -92,6 +96,7 @@ def dump_model(
         "model_version": version,
     }
     try:
+        header["model_id"] = fingerprint(estimator) if model_id is None else model_id
         packed, vocabularies = _pack(estimator)
         content = {"header": header, "estimator": packed, "vocabularies": vocabularies}
         # Stored, not compressed: load_model refuses compressed members (see there).
@@ -217,6 +222,9 @@ def load_model(
 ) -> tuple[Any, int, dict[str, Any]]:
     """Read a model file; return the estimator, its model version and its header.
 
+    The header's ``"model_id"`` is the model's identity, as saved (or, in a file
+    written before asyncclf stored it, the loaded estimator's fingerprint).
+
     Args:
         path: The model file.
         trusted: Type names to allow beyond scikit-learn, numpy and scipy's own.
@@ -329,6 +337,12 @@ def _parse(
     version = header.get("model_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         msg = f"{source} has an invalid model version {version!r}."
+        raise PersistenceError(msg)
+    model_id = header.get("model_id")
+    if model_id is None:
+        header["model_id"] = fingerprint(estimator)
+    elif not (isinstance(model_id, str) and _MODEL_ID.fullmatch(model_id)):
+        msg = f"{source} has an invalid model id {model_id!r} (16 lowercase hex digits)."
         raise PersistenceError(msg)
     return estimator, version, header
 

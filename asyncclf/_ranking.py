@@ -28,12 +28,16 @@ def ranking_order(scores: NDArray[np.float64], k: int | None = None) -> NDArray[
 
 
 def rank(
-    texts: Sequence[str], scores: NDArray[np.float64], k: int | None = None, version: int = 0
+    texts: Sequence[str],
+    scores: NDArray[np.float64],
+    k: int | None = None,
+    version: int = 0,
+    model_id: str = "",
 ) -> list[Ranked]:
-    """Rank ``texts`` by ``scores`` (of model ``version``), highest first, keeping at
-    most ``k``."""
+    """Rank ``texts`` by ``scores`` (of model ``version``, ``model_id``), highest first,
+    keeping at most ``k``."""
     return [
-        Ranked(index=int(i), text=texts[i], score=float(scores[i]), version=version)
+        Ranked(int(i), texts[i], float(scores[i]), version, model_id)
         for i in ranking_order(scores, k)
     ]
 
@@ -44,6 +48,7 @@ def group(
     classes: Sequence[L],
     k: int | None = None,
     version: int = 0,
+    model_id: str = "",
 ) -> dict[L, list[Ranked]]:
     """Put each text under its best-scoring class, each list ranked by that score.
 
@@ -58,12 +63,7 @@ def group(
     for column, label in enumerate(classes):
         members = np.flatnonzero(best == column)
         groups[label] = [
-            Ranked(
-                index=int(members[j]),
-                text=texts[members[j]],
-                score=float(top[members[j]]),
-                version=version,
-            )
+            Ranked(int(members[j]), texts[members[j]], float(top[members[j]]), version, model_id)
             for j in ranking_order(top[members], k)
         ]
     return groups
@@ -80,15 +80,17 @@ class TopK:
             msg = f"k must be >= 0, not {k}."
             raise ValueError(msg)
         self.k = k
-        self._heap: list[tuple[float, int, str, float, int]] = []
+        self._heap: list[tuple[float, int, str, float, int, str]] = []
 
-    def push(self, index: int, text: str, score: float, version: int = 0) -> None:
-        """Offer one text (scored by model ``version``); it is kept only if it is among
-        the ``k`` best so far."""
+    def push(
+        self, index: int, text: str, score: float, version: int = 0, model_id: str = ""
+    ) -> None:
+        """Offer one text (scored by model ``version``, ``model_id``); it is kept only if
+        it is among the ``k`` best so far."""
         if self.k == 0:
             return
         key = -np.inf if np.isnan(score) else score
-        entry = (key, -index, text, score, version)
+        entry = (key, -index, text, score, version, model_id)
         if len(self._heap) < self.k:
             heapq.heappush(self._heap, entry)
         elif entry[:2] > self._heap[0][:2]:
@@ -98,6 +100,6 @@ class TopK:
         """Return the kept texts, highest score first, ties in push order."""
         ordered = sorted(self._heap, key=lambda e: (-e[0], -e[1]))
         return [
-            Ranked(index=-neg, text=text, score=score, version=version)
-            for _, neg, text, score, version in ordered
+            Ranked(-neg, text, score, version, model_id)
+            for _, neg, text, score, version, model_id in ordered
         ]

@@ -56,6 +56,8 @@ class Ranked:
     """The estimator's score for the ranked label: a probability, or a decision value."""
     version: int = 0
     """The model version that scored the text (see ``AsyncClassifier.version``)."""
+    model_id: str = ""
+    """The identity of the model that scored the text (see ``AsyncClassifier.model_id``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,9 @@ class Prediction(Generic[Label]):
     ``predict_proba``. Never NaN: a text the estimator scores NaN fails instead."""
     version: int
     """The model version that answered (see ``AsyncClassifier.version``)."""
+    model_id: str = ""
+    """The identity of the model that answered (see ``AsyncClassifier.model_id``): the
+    same in every process serving that model."""
     ok: ClassVar[Literal[True]] = True
     """Always true: the text was classified (see :class:`FailedPrediction`)."""
 
@@ -87,6 +92,8 @@ class FailedPrediction:
     """The exception: ``InvalidInputError`` for a bad item, else the estimator's."""
     version: int
     """The model version serving when the text failed."""
+    model_id: str = ""
+    """The identity of that model (see ``AsyncClassifier.model_id``)."""
     ok: ClassVar[Literal[False]] = False
     """Always false: the text was not classified."""
 
@@ -121,6 +128,9 @@ class LearnReport:
     """Bad examples skipped so far (``on_error="yield"``)."""
     errors: tuple[tuple[int, Exception], ...] = ()
     """The examples skipped since the last report: (index in the source, exception)."""
+    model_id: str = ""
+    """The serving model's identity once this mini-batch was done (see
+    ``AsyncClassifier.model_id``)."""
 
 
 @dataclass(frozen=True)

@@ -427,7 +427,7 @@ async def test_queued_calls_use_the_model_that_answers_them() -> None:
             await wait_all_tasks_blocked()
             # What a refit finishing now does: swap in a model whose classes differ.
             new = RecordingClassifier().fit(["spam", "eggs", "zebra"], ["spam", "eggs", "zebra"])
-            clf._swap(new)
+            clf._swap(new, "0123456789abcdef")
             gate.release.set()
     assert list(clf.classes_) == ["eggs", "spam", "zebra"]
     # The old model would order these [1, 0, 2]; the new model's zebra column, [2, 1, 0].
