@@ -9,6 +9,7 @@ from functools import partial
 from typing import Any, Generic, Literal, SupportsIndex, cast, overload
 
 import anyio
+import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 import numpy as np
@@ -24,7 +25,7 @@ from ._errors import (
     NotFittedError,
     UnsupportedEstimatorError,
 )
-from ._executors import PerRun, make_executor
+from ._executors import PerRun, ThreadExecutor, make_executor
 from ._model import (
     Config,
     Model,
@@ -323,10 +324,14 @@ class AsyncClassifier(Generic[Label]):
             X: The training texts.
             y: One label per text.
             progress: ``True`` for a tqdm bar (notebook-aware), or a callable
-                ``progress(done, total)``. scikit-learn's fit reports no steps, so it is
-                told ``0`` texts done when the fit starts and all of them when it ends.
-                The new model is swapped in after that last report: if the callback
-                raises, the fit raises and the new model is discarded.
+                ``progress(done, total)``, counting the estimator's steps: a
+                pipeline's steps (``total``), else one. It hears ``0`` when the fit
+                starts and ``total`` when it ends; a pipeline fitted in threads (the
+                default executor) also reports each step as it ends, from the worker
+                through the event loop (in worker processes or on Dask, the start
+                and the end only). The new model is swapped in after the last
+                report: if the callback raises, the fit raises and the new model is
+                discarded.
 
         Returns:
             ``self``, like scikit-learn's ``fit``.
@@ -334,13 +339,24 @@ class AsyncClassifier(Generic[Label]):
         texts, labels = check_training_set(X, y)
         estimator = clone(self.estimator if self.estimator is not None else default_estimator())
         self._check_not_inside_learn("fit")
-        reporter = Reporter(progress, "fit", len(texts))
+        steps = _work.fit_steps(estimator)
+        reporter = Reporter(progress, "fit", steps, unit=" steps")
+        arguments: tuple[Any, ...] = (estimator, texts, labels)
+        # Reports can cross from a worker thread of this process, as ThreadExecutor's
+        # fit runs it (its subclasses fit in processes or on a cluster).
+        in_threads = type(self._executor).fit is ThreadExecutor.fit
+        if reporter.active and steps > 1 and in_threads:
+
+            def step_done(done: int) -> None:  # in the worker thread
+                anyio.from_thread.run_sync(reporter.update, done)
+
+            arguments += (step_done,)
         try:
             async with self._fit_lock.get():
                 reporter.update(0)
-                fitted = await self._executor.fit(_work.fit, estimator, texts, labels)
+                fitted = await self._executor.fit(_work.fit, *arguments)
                 identified = await self._executor.run(_work.identified, fitted)
-                reporter.update(len(texts))
+                reporter.update(steps)
                 self._swap(*identified)
         finally:
             reporter.close()

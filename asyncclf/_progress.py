@@ -15,7 +15,9 @@ __all__ = ["Progress", "Reporter"]
 class Reporter:
     """Report ``done`` out of ``total`` to a callback or a tqdm bar."""
 
-    def __init__(self, progress: Progress, description: str, total: int | None) -> None:
+    def __init__(
+        self, progress: Progress, description: str, total: int | None, unit: str = " texts"
+    ) -> None:
         self.total = total
         self._callback: Callable[[int, int | None], object] | None = None
         self._bar: Any = None
@@ -28,7 +30,7 @@ class Reporter:
                 raise ModuleNotFoundError(msg)
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(desc=description, total=total, unit=" texts")
+            self._bar = tqdm(desc=description, total=total, unit=unit)
         elif callable(progress):
             self._callback = progress
         elif progress not in (None, False):

@@ -55,6 +55,7 @@ __all__ = [
     "fingerprint",
     "fit",
     "fit_packed",
+    "fit_steps",
     "identified",
     "learn_step",
     "learning_parts",
@@ -384,10 +385,36 @@ def served_copy(estimator: Any) -> tuple[Any, str]:
     return snapshot(estimator)
 
 
-def fit(estimator: Any, texts: list[str], labels: list[Hashable]) -> Any:
-    """Fit ``estimator`` (a fresh clone) and return it."""
-    estimator.fit(texts, labels)
+def fit(
+    estimator: Any,
+    texts: list[str],
+    labels: list[Hashable],
+    step_done: Callable[[int], object] | None = None,
+) -> Any:
+    """Fit ``estimator`` (a fresh clone) and return it.
+
+    With ``step_done``, a pipeline without ``memory`` is fitted a step at a time, as
+    its own ``fit`` does (each transformer's ``fit_transform`` feeding the next, then
+    the last step's ``fit``), and ``step_done(n)`` is called as each of its first
+    steps ends: the ``n`` steps fitted so far. The last step's end is the fit's.
+    """
+    if step_done is None or not isinstance(estimator, Pipeline) or estimator.memory is not None:
+        estimator.fit(texts, labels)
+        return estimator
+    features: Any = texts
+    for done, (_, step) in enumerate(estimator.steps[:-1], start=1):
+        if step is not None and step != "passthrough":
+            features = step.fit_transform(features, labels)
+        step_done(done)
+    final = estimator.steps[-1][1]
+    if final is not None and final != "passthrough":
+        final.fit(features, labels)
     return estimator
+
+
+def fit_steps(estimator: Any) -> int:
+    """How many steps :func:`fit` reports for ``estimator``: a pipeline's, else 1."""
+    return len(estimator.steps) if isinstance(estimator, Pipeline) else 1
 
 
 def partial_fit(

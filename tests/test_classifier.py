@@ -12,9 +12,10 @@ import pytest
 import sklearn
 from anyio import wait_all_tasks_blocked
 from sklearn.base import clone
-from sklearn.feature_extraction.text import HashingVectorizer
+from sklearn.feature_extraction.text import HashingVectorizer, TfidfVectorizer
 from sklearn.linear_model import SGDClassifier
 from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import Normalizer
 from sklearn.svm import LinearSVC
 
 import asyncclf
@@ -42,6 +43,14 @@ from .fakes import (
 )
 
 pytestmark = pytest.mark.anyio
+
+SENTENCES = [
+    "the match ended in a draw after extra time",
+    "the court ruled on the appeal this morning",
+    "the striker scored twice in the second half",
+    "parliament passed the budget after a long debate",
+] * 3
+TOPICS = ["sport", "politics", "sport", "politics"] * 3
 
 
 async def fitted(make: Classifiers, estimator: Any = None, **kwargs: Any) -> AsyncClassifier:
@@ -361,11 +370,43 @@ def test_classifier_moves_between_event_loops_and_backends(make: Classifiers) ->
 
 
 async def test_fit_reports_progress_at_start_and_end(make: Classifiers) -> None:
-    """fit's progress callback hears 0 texts done at the start and all at the end."""
+    """fit's progress callback counts steps: an estimator that is no pipeline is one
+    step, reported at the start and the end."""
     calls: list[tuple[int, int | None]] = []
     clf = make(KeywordClassifier())
     await clf.fit(TRAIN_X, TRAIN_Y, progress=lambda done, total: calls.append((done, total)))
-    assert calls == [(0, 6), (6, 6)]
+    assert calls == [(0, 1), (1, 1)]
+
+
+async def test_fit_reports_each_step_of_a_pipeline_fitted_in_threads(make: Classifiers) -> None:
+    """A pipeline fitted in threads reports each step as it ends, and is the model
+    its own fit makes (the same model_id); elsewhere, the start and the end."""
+    calls: list[tuple[int, int | None]] = []
+    steps = make_pipeline(
+        TfidfVectorizer(), "passthrough", Normalizer(), SGDClassifier(random_state=0)
+    )
+    clf = make(steps)
+    await clf.fit(SENTENCES, TOPICS, progress=lambda done, total: calls.append((done, total)))
+    middle = [(1, 4), (2, 4), (3, 4)] if make.name == "threads" else []
+    assert calls == [(0, 4), *middle, (4, 4)]
+    assert clf.model_id == (await make(steps).fit(SENTENCES, TOPICS)).model_id
+    assert clf.classes_.tolist() == ["politics", "sport"]
+
+
+async def test_a_progress_callback_failing_at_a_step_fails_the_fit() -> None:
+    """A callback raising at a step fails the fit there; nothing is swapped in."""
+    clf = await AsyncClassifier(make_pipeline(TfidfVectorizer(), LinearSVC())).fit(
+        SENTENCES, TOPICS
+    )
+
+    def progress(done: int, total: int | None) -> None:
+        if done == 1:
+            msg = "the progress bar broke"
+            raise RuntimeError(msg)
+
+    with pytest.raises(RuntimeError, match="progress bar broke"):
+        await clf.fit(SENTENCES[:4], TOPICS[:4], progress=progress)
+    assert clf.version == 1
 
 
 # -- contract hardening (issue 7) -----------------------------------------------------
