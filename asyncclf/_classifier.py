@@ -326,12 +326,13 @@ class AsyncClassifier(Generic[Label]):
             progress: ``True`` for a tqdm bar (notebook-aware), or a callable
                 ``progress(done, total)``, counting the estimator's steps: a
                 pipeline's steps (``total``), else one. It hears ``0`` when the fit
-                starts and ``total`` when it ends; a pipeline fitted in threads (the
-                default executor) also reports each step as it ends, from the worker
-                through the event loop (in worker processes or on Dask, the start
-                and the end only). The new model is swapped in after the last
-                report: if the callback raises, the fit raises and the new model is
-                discarded.
+                starts and ``total`` when it ends; a scikit-learn ``Pipeline`` fitted
+                in threads (the default executor) is fitted a step at a time, as its
+                own ``fit`` does, and also reports each step as it ends, through the
+                event loop; cancelling then takes effect at the next step's end (in
+                worker processes or on Dask, the start and the end only). The new
+                model is swapped in after the last report: if the callback raises,
+                the fit raises and the new model is discarded.
 
         Returns:
             ``self``, like scikit-learn's ``fit``.
@@ -348,6 +349,7 @@ class AsyncClassifier(Generic[Label]):
         if reporter.active and steps > 1 and in_threads:
 
             def step_done(done: int) -> None:  # in the worker thread
+                anyio.from_thread.check_cancelled()  # a cancelled fit stops here
                 anyio.from_thread.run_sync(reporter.update, done)
 
             arguments += (step_done,)

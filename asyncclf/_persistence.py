@@ -133,7 +133,7 @@ def _unpack(source: Path, estimator: Any, vocabularies: Any) -> None:
             and columns.dtype == np.int64
             and lengths.ndim == columns.ndim == 1
             and len(lengths) == len(columns)
-            and bool((lengths >= 1).all())
+            and bool((lengths >= 0).all())  # "" is a term of token_pattern=r"\w*"
             and bool((lengths <= len(text)).all())  # so the sum below cannot wrap
             and np.array_equal(np.sort(columns), np.arange(len(columns)))
         )
@@ -144,6 +144,19 @@ def _unpack(source: Path, estimator: Any, vocabularies: Any) -> None:
             msg = f"{source} is inconsistent: the vocabulary of {name or 'the estimator'!r}."
             raise PersistenceError(msg)
         parts[name].vocabulary_ = vocabulary
+
+
+def _read_model_file(source: Path, limit: int) -> bytes | None:
+    """The content of ``source``, or None if it holds more than ``limit`` bytes.
+
+    A regular file larger than ``limit`` is refused by its size, unread; anything else
+    (a pipe) is read up to ``limit`` + 1 bytes.
+    """
+    with source.open("rb") as file:
+        status = os.fstat(file.fileno())
+        if stat.S_ISREG(status.st_mode) and status.st_size > limit:
+            return None
+        return _read_at_most(file, limit + 1)
 
 
 def _read_at_most(file: Any, size: int) -> bytes:
@@ -250,12 +263,11 @@ def load_model(
     allowed = set(DEFAULT_TRUSTED) | set(trusted)
     source = Path(path)
     try:
-        with source.open("rb") as file:
-            data = _read_at_most(file, limit + 1)
-    except OSError as exc:
-        msg = f"Cannot read model file {source}: {exc.strerror or exc}."
+        data = _read_model_file(source, limit)
+    except (OSError, ValueError) as exc:  # ValueError: a path holding NUL
+        msg = f"Cannot read model file {source}: {getattr(exc, 'strerror', None) or exc}."
         raise PersistenceError(msg) from exc
-    if len(data) > limit:
+    if data is None or len(data) > limit:
         msg = (
             f"{source} is larger than max_size ({limit} bytes); pass a larger max_size "
             f"to load it if you trust it."

@@ -393,18 +393,24 @@ def fit(
 ) -> Any:
     """Fit ``estimator`` (a fresh clone) and return it.
 
-    With ``step_done``, a pipeline without ``memory`` is fitted a step at a time, as
-    its own ``fit`` does (each transformer's ``fit_transform`` feeding the next, then
-    the last step's ``fit``), and ``step_done(n)`` is called as each of its first
-    steps ends: the ``n`` steps fitted so far. The last step's end is the fit's.
+    With ``step_done``, a scikit-learn ``Pipeline`` (not a subclass, whose ``fit`` may
+    differ) without ``memory`` is fitted a step at a time as its own ``fit`` does: its
+    steps validated, each transformer's ``fit_transform`` (or ``fit`` then
+    ``transform``) feeding the next, then the last step's ``fit``. ``step_done(n)`` is
+    called as each of the first steps ends, ``n`` the steps fitted so far (the last
+    step's end is the fit's); it may raise to stop the fit there.
     """
-    if step_done is None or not isinstance(estimator, Pipeline) or estimator.memory is not None:
+    if step_done is None or type(estimator) is not Pipeline or estimator.memory is not None:
         estimator.fit(texts, labels)
         return estimator
+    estimator._validate_steps()
     features: Any = texts
     for done, (_, step) in enumerate(estimator.steps[:-1], start=1):
         if step is not None and step != "passthrough":
-            features = step.fit_transform(features, labels)
+            if hasattr(step, "fit_transform"):
+                features = step.fit_transform(features, labels)
+            else:
+                features = step.fit(features, labels).transform(features)
         step_done(done)
     final = estimator.steps[-1][1]
     if final is not None and final != "passthrough":
@@ -489,15 +495,19 @@ def identified(estimator: Any) -> tuple[Any, str]:
 
 
 class _Fingerprint(NumpyHasher):  # type: ignore[misc]
-    """joblib's hasher, blind to private int attributes: bookkeeping, not learning
-    (scikit-learn's text vectorisers keep ``_stop_words_id``, an object's ``id()``,
-    which differs from process to process)."""
+    """joblib's hasher, blind to private ``_..._id`` ints: object ids, which differ from
+    process to process (scikit-learn's text vectorisers keep ``_stop_words_id``)."""
 
     def _batch_setitems(self, items: Any, *args: Any) -> None:
         kept = [
             (key, value)
             for key, value in items
-            if not (isinstance(key, str) and key.startswith("_") and type(value) is int)
+            if not (
+                isinstance(key, str)
+                and key.startswith("_")
+                and key.endswith("_id")
+                and type(value) is int
+            )
         ]
         super()._batch_setitems(iter(kept), *args)
 
@@ -508,15 +518,24 @@ def fingerprint(estimator: Any) -> str:
     joblib's hash (made for cache keys that hold across processes: it hashes arrays by
     their bytes, sorts dicts and sets, and ignores which objects are shared), with
     SHA-1, of the estimator with its vocabularies replaced by their terms in column
-    order, and without private int attributes (see :class:`_Fingerprint`). The same
+    order, and without private ``_..._id`` ints (see :class:`_Fingerprint`); memory-mapped
+    arrays count as the arrays they hold. The same
     model gives the same fingerprint in any process with the same scikit-learn,
     however its vocabularies' dicts were built (fitted, or rebuilt by ``load``); a
     refit on other data or with other settings gives another. (Sorting a dict of
     130,000 terms took joblib 0.4 s; in column order they cost a few ms.)
 
-    Not a security check: pin a file's SHA-256 for that. An estimator joblib cannot
-    hash (one that cannot be pickled) gets a random fingerprint, unique to this copy.
+    Not a security check: pin a file's SHA-256 for that. An estimator this cannot hash
+    (one that cannot be pickled, or whose vocabulary holds other terms than strings)
+    gets a random fingerprint, unique to this copy.
     """
+    try:
+        return _fingerprint(estimator)
+    except Exception:  # pickling raises PicklingError, or what a __reduce__ raises
+        return os.urandom(8).hex()
+
+
+def _fingerprint(estimator: Any) -> str:
     packed, vocabularies = pack(estimator)
     ordered = {}
     for name, arrays in vocabularies.items():
@@ -529,10 +548,8 @@ def fingerprint(estimator: Any) -> str:
             arrays["lengths"][order],
             "".join([terms[i] for i in order.tolist()]).encode("utf-8", "surrogatepass"),
         )
-    try:
-        return str(_Fingerprint(hash_name="sha1").hash((packed, ordered)))[:16]
-    except Exception:  # pickling raises PicklingError, or what a __reduce__ raises
-        return os.urandom(8).hex()
+    hasher = _Fingerprint(hash_name="sha1", coerce_mmap=True)
+    return str(hasher.hash((packed, ordered)))[:16]
 
 
 def _nan_rows(rows: Any) -> list[int]:

@@ -11,9 +11,12 @@ Endpoints:
 - ``POST /classify_many`` ``{"texts": [...]}``: one prediction per text, in order;
 - ``POST /rank`` ``{"texts": [...], "label": ..., "k": ...}``: texts by score;
 - ``POST /refit`` ``{"texts": [...], "labels": [...]}``: starts a refit in the
-  background and answers 202 at once; predictions keep flowing, and the new model
-  serves when it is ready (``/healthz`` tells which model serves);
-- ``POST /swap`` ``{"path": ..., "sha256": ...}``: serve a saved model file;
+  background and answers 202 at once (409 while one runs); predictions keep flowing,
+  and the new model serves when it is ready (``/healthz`` tells which model serves,
+  and how the last refit ended);
+- ``POST /swap`` ``{"path": ..., "sha256": ...}``: serve a saved model file from the
+  models directory (``ASYNCCLF_MODEL_DIR``, by default the startup model's directory or
+  the working directory): an operator's endpoint, to put behind your own access control;
 - ``GET /healthz``: the serving model's version and id, and the batcher's statistics;
 - ``GET /metrics``: the same for Prometheus (when prometheus-client is installed).
 
@@ -28,6 +31,7 @@ import importlib.util
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -38,8 +42,11 @@ from pydantic import BaseModel
 from asyncclf import (
     AsyncClassifier,
     InvalidInputError,
+    InvalidParameterError,
     OverloadedError,
     PersistenceError,
+    Prediction,
+    Ranked,
     load_sms_spam,
 )
 
@@ -82,12 +89,22 @@ async def start_classifier(
     return await AsyncClassifier(**settings).fit(texts, labels)
 
 
+def answer(result: Prediction[Any] | Ranked) -> dict[str, Any]:
+    """A prediction or a ranked text as JSON, without its text."""
+    fields = dataclasses.asdict(result)
+    del fields["text"]
+    return fields
+
+
 def create_app(
     model: str | None = None,
     sha256: str | None = None,
     training: tuple[list[str], list[str]] | None = None,
+    model_dir: str | None = None,
 ) -> FastAPI:
-    """The service, serving the model file ``model`` or one trained on ``training``."""
+    """The service, serving the model file ``model`` or one trained on ``training``;
+    ``/swap`` loads files from ``model_dir`` only."""
+    models = Path(model_dir or (os.path.dirname(model) if model else None) or ".").resolve()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -95,7 +112,7 @@ def create_app(
         # of them: that is what lets their calls share batches.
         app.state.clf = await start_classifier(model, sha256, training)
         app.state.refits = 0
-        app.state.refit_error = None
+        app.state.refit = "none"  # then "running", "done", or "failed: <error>"
         async with anyio.create_task_group() as background:
             app.state.background = background
             yield
@@ -108,7 +125,8 @@ def create_app(
         return clf
 
     @app.exception_handler(InvalidInputError)
-    async def invalid(request: Request, error: InvalidInputError) -> JSONResponse:
+    @app.exception_handler(InvalidParameterError)
+    async def invalid(request: Request, error: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=422)
 
     @app.exception_handler(OverloadedError)
@@ -119,25 +137,23 @@ def create_app(
     async def unloadable(request: Request, error: PersistenceError) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=422)
 
+    # Answers leave out the texts, which the client has: a 20 Newsgroups post is 1.9 kB.
     @app.post("/classify")
     async def classify(body: Text, request: Request) -> dict[str, Any]:
-        prediction = await classifier(request).classify(body.text)
-        return dataclasses.asdict(prediction)
+        return answer(await classifier(request).classify(body.text))
 
     @app.post("/classify_many")
     async def classify_many(body: Texts, request: Request) -> list[dict[str, Any]]:
-        return [dataclasses.asdict(p) for p in await classifier(request).classify_many(body.texts)]
+        return [answer(p) for p in await classifier(request).classify_many(body.texts)]
 
     @app.post("/rank")
     async def rank(body: RankRequest, request: Request) -> list[dict[str, Any]]:
         ranked = await classifier(request).rank(body.texts, body.label, k=body.k)
-        return [dataclasses.asdict(r) for r in ranked]
+        return [answer(r) for r in ranked]
 
     @app.post("/refit", status_code=202)
     async def refit(body: TrainingSet, request: Request) -> dict[str, Any]:
-        clf = classifier(request)
-
-        state = request.app.state
+        clf, state = classifier(request), request.app.state
 
         async def fit() -> None:
             # An error must not end the task group, which would stop the service: it
@@ -145,19 +161,31 @@ def create_app(
             try:
                 await clf.fit(body.texts, body.labels)
             except Exception as error:
-                state.refit_error = f"{type(error).__name__}: {error}"
+                state.refit = f"failed: {type(error).__name__}: {error}"
             else:
                 state.refits += 1
-                state.refit_error = None
+                state.refit = "done"
 
-        if len(body.texts) != len(body.labels):
-            raise HTTPException(422, "texts and labels must have the same length")
+        if len(body.texts) != len(body.labels) or len(set(body.labels)) < 2:
+            msg = "texts and labels must have the same length, and labels two classes or more"
+            raise HTTPException(422, msg)
+        # One refit at a time: each holds its training set and a model in memory, and
+        # a fit cannot be interrupted once it runs.
+        if state.refit == "running":
+            raise HTTPException(409, "a refit is running; wait for /healthz to show its end")
+        state.refit = "running"
         state.background.start_soon(fit)
         return {"status": "refitting", "version": clf.version, "model_id": clf.model_id}
 
     @app.post("/swap")
     async def swap(body: ModelFile, request: Request) -> dict[str, Any]:
-        clf = await classifier(request).swap(body.path, sha256=body.sha256)
+        try:
+            path = (models / body.path).resolve()
+        except (OSError, ValueError) as error:  # ValueError: a path holding NUL
+            raise HTTPException(422, f"not a path: {error}") from None
+        if not path.is_relative_to(models):
+            raise HTTPException(403, f"model files are read from {models} only")
+        clf = await classifier(request).swap(path, sha256=body.sha256)
         return {"version": clf.version, "model_id": clf.model_id}
 
     @app.get("/healthz")
@@ -168,7 +196,7 @@ def create_app(
             "version": clf.version,
             "model_id": clf.model_id,
             "refits": request.app.state.refits,
-            "refit_error": request.app.state.refit_error,
+            "refit": request.app.state.refit,
             "statistics": dataclasses.asdict(clf.statistics()),
         }
 
@@ -187,4 +215,8 @@ def create_app(
     return app
 
 
-app = create_app(os.environ.get("ASYNCCLF_MODEL"), os.environ.get("ASYNCCLF_MODEL_SHA256"))
+app = create_app(
+    os.environ.get("ASYNCCLF_MODEL"),
+    os.environ.get("ASYNCCLF_MODEL_SHA256"),
+    model_dir=os.environ.get("ASYNCCLF_MODEL_DIR"),
+)

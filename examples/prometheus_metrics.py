@@ -62,7 +62,8 @@ class StatisticsCollector(Collector):
             yield gauge
         yield GaugeMetricFamily(f"{p}_model_version", "Serving model version", clf.version)
         info = InfoMetricFamily(f"{p}_model", "The serving model's identity")
-        info.add_metric([], {"model_id": clf.model_id, "version": str(clf.version)})
+        # The id only: a version label would start a new time series at every refit.
+        info.add_metric([], {"model_id": clf.model_id})
         yield info
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,10 @@ import numpy as np
 import pytest
 import sklearn
 from anyio import wait_all_tasks_blocked
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.feature_extraction.text import HashingVectorizer, TfidfVectorizer
 from sklearn.linear_model import SGDClassifier
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import Normalizer
 from sklearn.svm import LinearSVC
 
@@ -391,6 +392,73 @@ async def test_fit_reports_each_step_of_a_pipeline_fitted_in_threads(make: Class
     assert calls == [(0, 4), *middle, (4, 4)]
     assert clf.model_id == (await make(steps).fit(SENTENCES, TOPICS)).model_id
     assert clf.classes_.tolist() == ["politics", "sport"]
+
+
+class LowerCase(Pipeline):
+    """A pipeline whose own fit does more than its steps' (lowercases the texts)."""
+
+    def fit(self, X: Any, y: Any = None, **params: Any) -> Any:
+        return super().fit([text.lower() for text in X], y, **params)
+
+
+class Lower(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+    """A transformer with fit and transform but no fit_transform of its own."""
+
+    def fit(self, X: Any, y: Any = None) -> Any:
+        return self
+
+    def transform(self, X: Any) -> Any:
+        return [text.lower() for text in X]
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "fit_transform":
+            raise AttributeError(name)
+        return super().__getattribute__(name)
+
+
+async def test_fit_with_progress_is_the_pipelines_own_fit() -> None:
+    """With or without progress, a Pipeline subclass fits with its own fit, a step
+    without fit_transform is fitted then applied, and invalid steps are refused."""
+    calls: list[tuple[int, int | None]] = []
+
+    def progress(done: int, total: int | None) -> None:
+        calls.append((done, total))
+
+    upper = [text.upper() for text in SENTENCES]
+    subclass = LowerCase([("tfidf", TfidfVectorizer(lowercase=False)), ("svm", LinearSVC())])
+    fitted = await AsyncClassifier(subclass).fit(upper, TOPICS, progress=progress)
+    assert set(fitted.estimator_[0].vocabulary_) == {
+        w for t in SENTENCES for w in t.split() if len(w) > 1
+    }
+    assert calls == [(0, 2), (2, 2)]
+    steps = make_pipeline(Lower(), TfidfVectorizer(lowercase=False), LinearSVC(random_state=0))
+    fitted = await AsyncClassifier(steps).fit(upper, TOPICS, progress=progress)
+    assert fitted.model_id == (await AsyncClassifier(steps).fit(upper, TOPICS)).model_id
+    invalid = make_pipeline(LinearSVC(), LinearSVC())
+    clf = AsyncClassifier(invalid)
+    with pytest.raises(TypeError, match="intermediate steps should be transformers"):
+        await clf.fit(SENTENCES, TOPICS, progress=progress)
+    assert clf.version == 0
+
+
+async def test_a_cancelled_stepped_fit_stops_at_the_next_step() -> None:
+    """Cancelling a stepped fit stops it at the next step's end: no later step runs."""
+    gate = anyio.Event()
+    calls: list[int] = []
+
+    def progress(done: int, total: int | None) -> None:
+        calls.append(done)
+        if done == 1:
+            gate.set()
+
+    steps = make_pipeline(TfidfVectorizer(), Normalizer(), Normalizer(), LinearSVC())
+    clf = AsyncClassifier(steps)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(partial(clf.fit, SENTENCES, TOPICS, progress=progress))
+        await gate.wait()
+        tasks.cancel_scope.cancel()
+    assert calls[-1] <= 2
+    assert clf.version == 0
 
 
 async def test_a_progress_callback_failing_at_a_step_fails_the_fit() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -201,3 +202,39 @@ async def test_every_executor_gives_the_same_model_the_same_id(make: Classifiers
     threads, and has its id."""
     clf = await make().fit(SENTENCES, TOPICS)
     assert clf.model_id == (await AsyncClassifier().fit(SENTENCES, TOPICS)).model_id
+
+
+def test_private_settings_still_tell_models_apart() -> None:
+    """Only private ``_..._id`` ints (object ids) are left out of the fingerprint: a
+    private key of a setting's dict still counts."""
+    from sklearn.preprocessing import FunctionTransformer
+
+    def fitted(factor: int) -> Any:
+        steps = make_pipeline(
+            HashingVectorizer(),
+            FunctionTransformer(scaled, kw_args={"_factor": factor}, accept_sparse=True),
+            SGDClassifier(random_state=0),
+        )
+        return steps.fit(SENTENCES, TOPICS)
+
+    assert _work.fingerprint(fitted(1)) != _work.fingerprint(fitted(50))
+    assert _work.fingerprint(fitted(1)) == _work.fingerprint(fitted(1))
+
+
+def scaled(features: Any, _factor: int = 1) -> Any:
+    return features * _factor
+
+
+def character_pairs(text: str) -> list[tuple[str, str]]:
+    return list(itertools.pairwise(text))
+
+
+async def test_a_model_the_fingerprint_cannot_read_still_fits_with_an_id_of_its_own() -> None:
+    """A vocabulary of tuples (which model files cannot hold either) gets a random id
+    instead of failing the fit."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    steps = make_pipeline(CountVectorizer(analyzer=character_pairs), SGDClassifier())
+    clf = await AsyncClassifier(steps).fit(SENTENCES, TOPICS)
+    assert re.fullmatch("[0-9a-f]{16}", clf.model_id)
+    assert _work.fingerprint(clf.estimator_) != clf.model_id

@@ -23,8 +23,10 @@ import numpy as np
 import pytest
 import sklearn
 import skops.io as sio
+from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import LabelEncoder
+from sklearn.svm import LinearSVC
 
 from asyncclf import (
     AsyncClassifier,
@@ -743,8 +745,10 @@ VOCABULARY_DAMAGE: dict[str, Callable[[dict[str, Any]], None]] = {
     "lengths negative": lambda v: v.update(lengths=-v["lengths"]),
     "text not utf-8": lambda v: v.update(text=np.full_like(v["text"], 0xFF)),
     "a column missing": lambda v: v.update(columns=v["columns"][:-1]),
-    "a term emptied": lambda v: v.update(
-        lengths=np.concatenate([[0, v["lengths"][0] + v["lengths"][1]], v["lengths"][2:]])
+    # One term emptied makes another valid vocabulary ("" is a term of some token
+    # patterns); two make a term repeated.
+    "two terms emptied": lambda v: v.update(
+        lengths=np.concatenate([[0, 0, v["lengths"][:3].sum()], v["lengths"][3:]])
     ),
     "lengths that wrap around": lambda v: v.update(
         lengths=np.concatenate([[2**62, 2**62, 2**62, 2**62], v["lengths"][4:]])
@@ -806,3 +810,32 @@ def test_a_vocabulary_with_lone_surrogates_saves_and_loads(tmp_path: Path) -> No
     _persistence.dump_model(path, estimator, ["a", "b"], 1)
     loaded, _, _ = _persistence.load_model(path, trusted=FAKE)
     assert loaded[0].vocabulary_ == estimator[0].vocabulary_
+
+
+def test_a_vocabulary_holding_the_empty_term_round_trips(tmp_path: Path) -> None:
+    """token_pattern=r"\\w*" makes "" a term: the file saved loads, the same model."""
+    estimator = make_pipeline(TfidfVectorizer(token_pattern=r"\w*"), LinearSVC())
+    estimator.fit(["red fish", "blue fish", "red", "blue"], ["r", "b", "r", "b"])
+    assert "" in estimator[0].vocabulary_
+    path = tmp_path / "model.skops"
+    _persistence.dump_model(path, estimator, estimator.classes_.tolist(), 1)
+    loaded, _, _ = _persistence.load_model(path)
+    assert loaded[0].vocabulary_ == estimator[0].vocabulary_
+
+
+def test_a_path_holding_nul_is_a_persistence_error() -> None:
+    """An impossible path is a PersistenceError, like any file that cannot be read."""
+    with pytest.raises(PersistenceError, match="Cannot read model file"):
+        _persistence.load_model("model\x00.skops")
+
+
+def test_a_regular_file_larger_than_max_size_is_refused_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A regular file is refused by its size before any of it is read."""
+    path = tmp_path / "model.skops"
+    with path.open("wb") as file:
+        file.truncate(2**30)  # sparse: 1 GiB that takes no disk
+    monkeypatch.setattr(_persistence, "_read_at_most", None)  # reading would fail
+    with pytest.raises(PersistenceError, match="larger than max_size"):
+        _persistence.load_model(path, max_size=2**20)

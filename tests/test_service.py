@@ -34,9 +34,10 @@ OTHER_LABELS = [*LABELS, "spam", "ham"]
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[Any]:
-    """A client of the service, its lifespan entered as uvicorn would."""
-    app = create_app(training=(TEXTS, LABELS))
+async def client(tmp_path: Path) -> AsyncIterator[Any]:
+    """A client of the service (models directory: ``tmp_path``), its lifespan entered as
+    uvicorn would."""
+    app = create_app(training=(TEXTS, LABELS), model_dir=str(tmp_path))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://service") as http:
@@ -109,7 +110,7 @@ async def test_concurrent_requests_through_a_refit_see_the_version_change_once(
     health = (await client.get("/healthz")).json()
     assert errors == []
     assert refit_started.is_set()
-    assert (health["refits"], health["refit_error"]) == (1, None)
+    assert (health["refits"], health["refit"]) == (1, "done")
     assert health["model_id"] != first_id
     models = {(version, model_id) for _, version, model_id in seen}
     assert models == {(1, first_id), (2, health["model_id"])}
@@ -124,32 +125,51 @@ async def test_concurrent_requests_through_a_refit_see_the_version_change_once(
 async def test_bad_requests_are_client_errors_and_a_failed_refit_keeps_serving(
     client: Any, tmp_path: Path
 ) -> None:
-    """Bad texts, labels and model files are 4xx answers; a refit that fails in the
-    background is reported by /healthz and the model stays."""
-    response = await client.post("/classify", json={"text": 3})
-    assert response.status_code == 422
-    response = await client.post("/rank", json={"texts": ["a"], "label": "eggs"})
-    assert response.status_code == 422
-    assert "Unknown label 'eggs'" in response.json()["detail"]
-    response = await client.post("/refit", json={"texts": ["a"], "labels": ["x", "y"]})
-    assert response.status_code == 422
-    response = await client.post("/refit", json={"texts": ["a", "b"], "labels": ["x", "x"]})
-    assert response.status_code == 202
-    health = await health_when(client, lambda health: health["refit_error"] is not None)
-    assert "InvalidInputError" in health["refit_error"]
-    assert health["version"] == 1
+    """Bad texts, labels, settings and model files are 4xx answers, never 500; a
+    refit that fails in the background is reported by /healthz and the model stays; a
+    second refit while one runs is refused; /swap reads the models directory only."""
+    bad = {
+        "/classify": [{"text": 3}, {"texts": ["a"]}],
+        "/rank": [
+            {"texts": ["a"], "label": "eggs"},
+            {"texts": ["a"], "label": "spam", "k": -1},
+        ],
+        "/refit": [
+            {"texts": ["a"], "labels": ["x", "y"]},
+            {"texts": ["a", "b"], "labels": ["x", "x"]},
+        ],
+        "/swap": [
+            {"path": "bad.skops"},
+            {"path": "missing.skops"},
+            {"path": "model.skops", "sha256": "abc"},
+            {"path": "model\x00.skops"},
+        ],
+    }
     (tmp_path / "bad.skops").write_bytes(b"not a model")
-    response = await client.post("/swap", json={"path": str(tmp_path / "bad.skops")})
-    assert response.status_code == 422
+    for path, bodies in bad.items():
+        for body in bodies:
+            response = await client.post(path, json=body)
+            assert response.status_code == 422, (path, body, response.text)
+    forbidden = await client.post("/swap", json={"path": "../outside.skops"})
+    assert forbidden.status_code == 403
+    wrong = await client.post("/rank", json={"texts": ["a"], "label": "eggs"})
+    assert "Unknown label 'eggs'" in wrong.json()["detail"]
+    # A refit that fails in the worker (one text per class: too few to calibrate).
+    response = await client.post("/refit", json={"texts": ["a b", "c d"], "labels": ["x", "y"]})
+    assert response.status_code == 202
+    again = await client.post("/refit", json={"texts": TEXTS, "labels": LABELS})
+    assert again.status_code == 409
+    health = await health_when(client, lambda health: health["refit"] != "running")
+    assert health["refit"].startswith("failed: ValueError")
+    assert health["version"] == 1
     assert (await client.post("/classify", json={"text": "free prize"})).status_code == 200
 
 
 async def test_swap_serves_a_model_file_with_its_id(client: Any, tmp_path: Path) -> None:
     """/swap serves a saved model: the id the file stores, version + 1."""
     other = await asyncclf.AsyncClassifier().fit(OTHER_TEXTS, OTHER_LABELS)
-    path = tmp_path / "other.skops"
-    digest = await other.save(path)
-    response = await client.post("/swap", json={"path": str(path), "sha256": digest})
+    digest = await other.save(tmp_path / "other.skops")
+    response = await client.post("/swap", json={"path": "other.skops", "sha256": digest})
     assert response.json() == {"version": 2, "model_id": other.model_id}
     answer = (await client.post("/classify", json={"text": "free prize"})).json()
     assert (answer["version"], answer["model_id"]) == (2, other.model_id)
@@ -161,7 +181,7 @@ async def test_metrics_export_the_statistics_and_the_model(client: Any) -> None:
         await client.post("/classify", json={"text": "free prize"})
     health = (await client.get("/healthz")).json()
     text = (await client.get("/metrics")).text
-    assert f'asyncclf_model_info{{model_id="{health["model_id"]}",version="1"}} 1.0' in text
+    assert f'asyncclf_model_info{{model_id="{health["model_id"]}"}} 1.0' in text
     assert "asyncclf_items_total 3.0" in text
     assert 'asyncclf_latency_seconds{quantile="0.99"}' in text
 
