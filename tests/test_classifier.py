@@ -394,7 +394,7 @@ async def test_fit_reports_each_step_of_a_pipeline_fitted_in_threads(make: Class
     assert clf.classes_.tolist() == ["politics", "sport"]
 
 
-class LowerCase(Pipeline):
+class LowerCase(Pipeline):  # type: ignore[misc]
     """A pipeline whose own fit does more than its steps' (lowercases the texts)."""
 
     def fit(self, X: Any, y: Any = None, **params: Any) -> Any:

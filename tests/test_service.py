@@ -128,7 +128,7 @@ async def test_bad_requests_are_client_errors_and_a_failed_refit_keeps_serving(
     """Bad texts, labels, settings and model files are 4xx answers, never 500; a
     refit that fails in the background is reported by /healthz and the model stays; a
     second refit while one runs is refused; /swap reads the models directory only."""
-    bad = {
+    bad: dict[str, list[dict[str, Any]]] = {
         "/classify": [{"text": 3}, {"texts": ["a"]}],
         "/rank": [
             {"texts": ["a"], "label": "eggs"},
