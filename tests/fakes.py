@@ -82,7 +82,7 @@ class KeywordClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     def fit(self, X: Sequence[str], y: Sequence[Any]) -> KeywordClassifier:
         self._maybe_block("fit")
         self.classes_ = np.unique(np.asarray(y))
-        self._fit_thread = threading.get_ident()  # private: not part of the model_id
+        self._fit_thread_id = threading.get_ident()  # private: not part of the model_id
         self.n_fits_ = getattr(self, "n_fits_", 0) + 1
         return self
 

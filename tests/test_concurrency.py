@@ -67,7 +67,7 @@ async def test_estimator_code_runs_in_worker_threads() -> None:
     await clf.fit(TRAIN_X, TRAIN_Y)
     await clf.predict_proba(["spam"])
     loop_thread = threading.get_ident()
-    assert clf.estimator_._fit_thread != loop_thread
+    assert clf.estimator_._fit_thread_id != loop_thread
     assert log.threads
     assert loop_thread not in log.threads
 
