@@ -19,11 +19,14 @@ import contextlib
 import errno
 import hashlib
 import hmac
+import importlib
 import io
+import json
 import os
 import re
 import secrets
 import stat
+import struct
 import warnings
 import zipfile
 from collections.abc import Hashable, Iterable, Sequence
@@ -36,7 +39,7 @@ import skops.io as sio
 from sklearn.base import clone
 
 from ._errors import InvalidParameterError, PersistenceError
-from ._work import fingerprint, pack, vectorisers, vocabulary_of
+from ._work import NETWORK_STATE, fingerprint, pack, vectorisers, vocabulary_of
 
 __all__ = ["DEFAULT_MAX_SIZE", "DEFAULT_TRUSTED", "FORMAT", "dump_model", "load_model"]
 
@@ -51,6 +54,7 @@ _pack = pack
 
 DEFAULT_TRUSTED = (
     "asyncclf._text.sublinear_tf",
+    "asyncclf.neural.EmbeddingBagClassifier",
     "asyncclf._text.tokenize",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
@@ -62,7 +66,13 @@ term-frequency damping (our own functions), and private parts of
 
 DEFAULT_MAX_SIZE = 256 * 2**20
 """Most bytes a model file may hold, and expand to, unless ``max_size`` says otherwise:
-ten times the default pipeline trained on all of 20 Newsgroups (25 MB)."""
+ten times the default pipeline trained on all of 20 Newsgroups (25 MB). A skops file
+can parse into about 25 times its size in Python objects."""
+
+DEFAULT_MAX_NETWORK_SIZE = 4 * 2**30
+"""The same for a network file (safetensors), whose bytes are the weights themselves,
+so that loading takes about its size: ten times a default ``EmbeddingBagClassifier``
+(2**20 x 100 weights, 419 MB)."""
 
 _DIGEST = re.compile(r"[0-9a-fA-F]{64}")
 _MODEL_ID = re.compile(r"[0-9a-f]{16}")
@@ -97,12 +107,16 @@ def dump_model(
     }
     try:
         header["model_id"] = fingerprint(estimator) if model_id is None else model_id
-        packed, vocabularies = _pack(estimator)
-        content = {"header": header, "estimator": packed, "vocabularies": vocabularies}
-        # Stored, not compressed: load_model refuses compressed members (see there).
-        data = sio.dumps(content, compression=zipfile.ZIP_STORED)
+        if hasattr(estimator, NETWORK_STATE):
+            data = _dump_network(estimator, header)
+        else:
+            packed, vocabularies = _pack(estimator)
+            content = {"header": header, "estimator": packed, "vocabularies": vocabularies}
+            # Stored, not compressed: load_model refuses compressed members (see there).
+            data = sio.dumps(content, compression=zipfile.ZIP_STORED)
     except Exception as exc:
-        msg = f"Could not serialise {type(estimator).__name__} with skops: {exc}"
+        how = "as a network" if hasattr(estimator, NETWORK_STATE) else "with skops"
+        msg = f"Could not serialise {type(estimator).__name__} {how}: {exc}"
         raise PersistenceError(msg) from exc
     try:
         _write_atomically(Path(os.path.realpath(path)), data)
@@ -146,17 +160,20 @@ def _unpack(source: Path, estimator: Any, vocabularies: Any) -> None:
         parts[name].vocabulary_ = vocabulary
 
 
-def _read_model_file(source: Path, limit: int) -> bytes | None:
-    """The content of ``source``, or None if it holds more than ``limit`` bytes.
+def _read_model_file(source: Path, limits: tuple[int, int]) -> tuple[bytes | None, int]:
+    """The content of ``source`` (None if it holds more than its limit), and the limit:
+    the first of ``limits`` for a skops archive (a zip), the second for anything else.
 
-    A regular file larger than ``limit`` is refused by its size, unread; anything else
-    (a pipe) is read up to ``limit`` + 1 bytes.
+    A regular file larger than its limit is refused by its size, unread; anything else
+    (a pipe) is read up to the limit + 1 bytes.
     """
     with source.open("rb") as file:
+        head = file.read(2)
+        limit = limits[0] if head == b"PK" else limits[1]
         status = os.fstat(file.fileno())
         if stat.S_ISREG(status.st_mode) and status.st_size > limit:
-            return None
-        return _read_at_most(file, limit + 1)
+            return None, limit
+        return head + _read_at_most(file, limit + 1 - len(head)), limit
 
 
 def _read_at_most(file: Any, size: int) -> bytes:
@@ -244,7 +261,8 @@ def load_model(
         sha256: The file's expected SHA-256 digest (64 hex digits, any case); any
             other content is refused before it is parsed.
         max_size: Most bytes the file may hold and expand to; ``None`` means
-            :data:`DEFAULT_MAX_SIZE`.
+            :data:`DEFAULT_MAX_SIZE` for a skops archive, and
+            :data:`DEFAULT_MAX_NETWORK_SIZE` for a network file.
 
     Raises:
         InvalidParameterError: ``sha256`` is not 64 hex digits or ``max_size`` not
@@ -263,7 +281,8 @@ def load_model(
     allowed = set(DEFAULT_TRUSTED) | set(trusted)
     source = Path(path)
     try:
-        data = _read_model_file(source, limit)
+        network_limit = DEFAULT_MAX_NETWORK_SIZE if max_size is None else limit
+        data, limit = _read_model_file(source, (limit, network_limit))
     except (OSError, ValueError) as exc:  # ValueError: a path holding NUL
         msg = f"Cannot read model file {source}: {getattr(exc, 'strerror', None) or exc}."
         raise PersistenceError(msg) from exc
@@ -282,7 +301,10 @@ def load_model(
             )
             raise PersistenceError(msg)
     try:
-        estimator, version, header = _parse(source, data, allowed, limit)
+        if data[:2] == b"PK":  # a zip: a skops archive
+            estimator, version, header = _parse(source, data, allowed, limit)
+        else:
+            estimator, version, header = _parse_network(source, data, allowed)
     except PersistenceError:
         raise
     except Exception as exc:  # skops and zipfile raise anything on malformed input
@@ -296,6 +318,82 @@ def load_model(
             stacklevel=3,
         )
     return estimator, version, header
+
+
+# -- networks: safetensors weights and a JSON description ------------------------------
+
+
+def _dump_network(estimator: Any, header: dict[str, Any]) -> bytes:
+    """A safetensors file: the weights as raw arrays, the asyncclf header and the
+    network's description as JSON in its metadata. No pickle anywhere."""
+    import safetensors.numpy
+
+    description, arrays = getattr(estimator, NETWORK_STATE)()
+    kind = f"{type(estimator).__module__}.{type(estimator).__qualname__}"
+    metadata = {
+        FORMAT: json.dumps(header),
+        "estimator": kind,
+        "description": json.dumps(description),
+    }
+    data: bytes = safetensors.numpy.save(arrays, metadata=metadata)
+    return data
+
+
+def _parse_network(source: Path, data: bytes, allowed: set[str]) -> tuple[Any, int, dict[str, Any]]:
+    """Check and load a network file; malformed content may raise any Exception."""
+    if len(data) < 8:
+        msg = f"{source} is not a readable asyncclf model file ({len(data)} bytes)."
+        raise PersistenceError(msg)
+    (size,) = struct.unpack("<Q", data[:8])
+    if size > len(data) - 8:
+        msg = (
+            f"{source} is not a readable asyncclf model file: neither a skops archive "
+            f"nor a network file, or truncated."
+        )
+        raise PersistenceError(msg)
+    metadata = json.loads(data[8 : 8 + size]).get("__metadata__") or {}
+    if FORMAT not in metadata:
+        msg = f"{source} is not an asyncclf model (no asyncclf header)."
+        raise PersistenceError(msg)
+    header = _check_header(source, json.loads(metadata[FORMAT]))
+    kind = metadata.get("estimator")
+    if kind not in allowed:
+        msg = (
+            f"{source} holds a network of type {kind}, which is not trusted. Loading it "
+            f"would import and run its code. If you trust the file's source, pass "
+            f"trusted={[kind]!r}."
+        )
+        raise PersistenceError(msg)
+    module, _, name = str(kind).rpartition(".")
+    try:
+        estimator_type = getattr(importlib.import_module(module), name)
+    except ImportError as exc:  # asyncclf.neural without torch says which extra
+        msg = f"{source} holds a {kind}, which cannot be imported here: {exc}"
+        raise PersistenceError(msg) from exc
+    import safetensors.numpy
+
+    arrays = safetensors.numpy.load(data)
+    estimator = estimator_type._asyncclf_restore_(json.loads(metadata["description"]), arrays)
+    return _check_estimator(source, estimator, header)
+
+
+def _check_header(source: Path, header: Any) -> dict[str, Any]:
+    """Refuse a header that is not an asyncclf model's, of a version read here."""
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        msg = f"{source} is a skops file but not an asyncclf model (no asyncclf header)."
+        raise PersistenceError(msg)
+    format_version = header.get("format_version")
+    if isinstance(format_version, bool) or format_version not in READABLE_VERSIONS:
+        msg = (
+            f"{source} has model format version {format_version!r}; this "
+            f"asyncclf reads versions {', '.join(map(str, READABLE_VERSIONS))}."
+        )
+        raise PersistenceError(msg)
+    listed = header.get("classes")
+    if not isinstance(listed, list) or not all(isinstance(c, str) for c in listed):
+        msg = f"{source} has a malformed header: classes must be a list of strings."
+        raise PersistenceError(msg)
+    return header
 
 
 def _parse(
@@ -313,24 +411,18 @@ def _parse(
         )
         raise PersistenceError(msg)
     content = sio.loads(data, trusted=sorted(allowed & set(untrusted)))
-    header = content.get("header") if isinstance(content, dict) else None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        msg = f"{source} is a skops file but not an asyncclf model (no asyncclf header)."
-        raise PersistenceError(msg)
-    format_version = header.get("format_version")
-    if isinstance(format_version, bool) or format_version not in READABLE_VERSIONS:
-        msg = (
-            f"{source} has model format version {format_version!r}; this "
-            f"asyncclf reads versions {', '.join(map(str, READABLE_VERSIONS))}."
-        )
-        raise PersistenceError(msg)
-    listed = header.get("classes")
-    if not isinstance(listed, list) or not all(isinstance(c, str) for c in listed):
-        msg = f"{source} has a malformed header: classes must be a list of strings."
-        raise PersistenceError(msg)
+    header = _check_header(source, content.get("header") if isinstance(content, dict) else None)
     estimator = content.get("estimator")
-    if format_version >= 2:
+    if header["format_version"] >= 2:
         _unpack(source, estimator, content.get("vocabularies"))
+    return _check_estimator(source, estimator, header)
+
+
+def _check_estimator(
+    source: Path, estimator: Any, header: dict[str, Any]
+) -> tuple[Any, int, dict[str, Any]]:
+    """Check the loaded estimator against its header; fill in a missing model id."""
+    listed = header["classes"]
     classes = getattr(estimator, "classes_", None)
     if classes is None or [repr(c) for c in np.asarray(classes).tolist()] != listed:
         msg = (

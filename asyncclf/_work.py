@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
 import pickle
 import sys
@@ -90,10 +91,30 @@ Segment = tuple[int, int, Any]
 Span = tuple[int, int, bool]
 
 
-class _NativeThreadCap:
-    """Cap BLAS and OpenMP threads while asyncclf work runs.
+class _TorchThreads:
+    """PyTorch's intra-op pool, driven like one of threadpoolctl's library controllers.
 
-    OpenMP's thread count is per thread, so each worker call sets and restores its own.
+    ``torch.set_num_threads`` sets the calling thread's OpenMP team and MKL's count
+    for that thread, so it is capped per call like OpenMP. threadpoolctl's own OpenMP
+    cap reaches torch's bundled libgomp, but not a count the user set with
+    ``torch.set_num_threads`` (torch re-applies it on a thread's first torch call),
+    nor MKL's per-thread count (measured: 2 threads ran under a cap of 1).
+    """
+
+    user_api = "torch"
+
+    def get_num_threads(self) -> int:
+        return int(sys.modules["torch"].get_num_threads())
+
+    def set_num_threads(self, threads: int) -> None:
+        sys.modules["torch"].set_num_threads(threads)
+
+
+class _NativeThreadCap:
+    """Cap BLAS, OpenMP and PyTorch threads while asyncclf work runs.
+
+    OpenMP's thread count is per thread, and so is PyTorch's (if imported: this never
+    imports it), so each worker call sets and restores its own.
     BLAS pools (OpenBLAS, MKL, BLIS) are process-wide, so limits set and restored
     independently by overlapping calls would race (one call restoring the original
     while another still runs): there the first active call sets the cap and the last
@@ -113,6 +134,8 @@ class _NativeThreadCap:
         # modules were imported since (a new native library may have come with them).
         if self._modules != len(sys.modules):
             self._libraries = ThreadpoolController().lib_controllers
+            if "torch" in sys.modules:
+                self._libraries.append(_TorchThreads())
             self._modules = len(sys.modules)
 
     @staticmethod
@@ -137,8 +160,8 @@ class _NativeThreadCap:
                 blas = [lib for lib in self._libraries if lib.user_api == "blas"]
                 self._saved_blas = self._cap(blas, threads)
             self._active += 1
-            openmp = [lib for lib in self._libraries if lib.user_api == "openmp"]
-        saved_openmp = self._cap(openmp, threads)
+            per_thread = [lib for lib in self._libraries if lib.user_api in ("openmp", "torch")]
+        saved_openmp = self._cap(per_thread, threads)
         try:
             yield
         finally:
@@ -535,7 +558,21 @@ def fingerprint(estimator: Any) -> str:
         return os.urandom(8).hex()
 
 
+NETWORK_STATE = "_asyncclf_state_"
+"""An estimator with this method (and ``_asyncclf_restore_``, a classmethod) is a
+network: ``state()`` returns a JSON-able description of it and its weights as numpy
+arrays, and ``restore(description, arrays)`` builds it back. Model files store it so
+(see ``_persistence``), and its fingerprint hashes that (see docs/estimators.md)."""
+
+
 def _fingerprint(estimator: Any) -> str:
+    hasher = _Fingerprint(hash_name="sha1", coerce_mmap=True)
+    if hasattr(estimator, NETWORK_STATE):
+        # What the network's file would hold: pickling a torch module (as joblib's
+        # hash would) took 18 s for 2**20 x 100 weights and gave other bytes each time.
+        description, arrays = getattr(estimator, NETWORK_STATE)()
+        content = (json.dumps(description, sort_keys=True), sorted(arrays.items()))
+        return str(hasher.hash(content))[:16]
     packed, vocabularies = pack(estimator)
     ordered = {}
     for name, arrays in vocabularies.items():
@@ -548,7 +585,6 @@ def _fingerprint(estimator: Any) -> str:
             arrays["lengths"][order],
             "".join([terms[i] for i in order.tolist()]).encode("utf-8", "surrogatepass"),
         )
-    hasher = _Fingerprint(hash_name="sha1", coerce_mmap=True)
     return str(hasher.hash((packed, ordered)))[:16]
 
 

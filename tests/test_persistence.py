@@ -200,7 +200,8 @@ async def test_save_before_fit_raises(tmp_path: Path) -> None:
 def test_default_trusted_list_is_exactly_what_the_default_pipeline_needs() -> None:
     """DEFAULT_TRUSTED is exactly the types skops refuses in default pipelines, with
     either calibration method (sigmoid on older scikit-learn), and in the online one,
-    and nothing more."""
+    and the neural classifier (saved as a network file, not by skops), and nothing
+    more."""
     methods = ["sigmoid"]
     if "temperature" in default_estimator().get_params()["clf__method"]:
         methods.append("temperature")
@@ -212,7 +213,7 @@ def test_default_trusted_list_is_exactly_what_the_default_pipeline_needs() -> No
     online = online_estimator()
     online[-1].partial_fit(online[:-1].transform(TEXTS), LABELS, classes=sorted(set(LABELS)))
     needed |= set(sio.get_untrusted_types(data=sio.dumps(online)))
-    expected = needed
+    expected = needed | {"asyncclf.neural.EmbeddingBagClassifier"}
     if methods == ["sigmoid"]:  # scikit-learn < 1.8 has no temperature scaling to save
         expected = needed | {"sklearn.calibration._TemperatureScaling"}
     assert set(_persistence.DEFAULT_TRUSTED) == expected
