@@ -128,6 +128,7 @@ class _NativeThreadCap:
         self._libraries: list[Any] = []
         self._modules = -1
         self._saved_blas: list[tuple[Any, int]] = []
+        self._saved_torch: list[tuple[Any, int]] = []
 
     def _refresh(self) -> None:
         # Finding the loaded libraries takes milliseconds, so it is redone only when
@@ -159,13 +160,22 @@ class _NativeThreadCap:
                 self._refresh()
                 blas = [lib for lib in self._libraries if lib.user_api == "blas"]
                 self._saved_blas = self._cap(blas, threads)
+                # torch's count is per thread, but a thread's first torch call starts
+                # from the process's last set count, which a call running elsewhere may
+                # have capped: every call restores the count read before any ran.
+                torch = [lib for lib in self._libraries if lib.user_api == "torch"]
+                self._saved_torch = [(lib, lib.get_num_threads()) for lib in torch]
             self._active += 1
-            per_thread = [lib for lib in self._libraries if lib.user_api in ("openmp", "torch")]
-        saved_openmp = self._cap(per_thread, threads)
+            openmp = [lib for lib in self._libraries if lib.user_api == "openmp"]
+            saved_torch = self._saved_torch
+        saved_openmp = self._cap(openmp, threads)
+        for library, original in saved_torch:
+            library.set_num_threads(min(original, threads))
         try:
             yield
         finally:
             self._restore(saved_openmp)
+            self._restore(saved_torch)
             with self._lock:
                 self._active -= 1
                 if self._active == 0:

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import struct
+import threading
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
@@ -34,7 +35,6 @@ try:
     import safetensors.numpy
     import skorch
     import torch
-    from safetensors import SafetensorError
     from skorch.callbacks import EarlyStopping
     from skorch.dataset import ValidSplit
 except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -109,6 +109,10 @@ def _bags(counts: Any) -> NDArray[np.object_]:
         bags[row] = bag
     return bags
 
+
+_MAX_NGRAMS = 8
+"""The longest word n-grams: a text of L words costs about L * n**2 to cut, so a file
+(or a caller) cannot make classifying one text take minutes."""
 
 _PAD = -1
 """Fills a mini-batch's rows past the end of a shorter text's bag."""
@@ -306,6 +310,9 @@ class EmbeddingBagClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mi
 
         whole("n_buckets", self.n_buckets, 1)
         whole("word_ngrams", self.word_ngrams, 1)
+        if self.word_ngrams > _MAX_NGRAMS:  # a text of L words costs about L * n**2
+            msg = f"word_ngrams must be at most {_MAX_NGRAMS}; got {self.word_ngrams!r}."
+            raise InvalidParameterError(msg)
         whole("embedding_dim", self.embedding_dim, 1)
         whole("batch_size", self.batch_size, 1)
         whole("max_epochs", self.max_epochs, 1)
@@ -393,6 +400,10 @@ class EmbeddingBagClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mi
             iterator_train__generator=torch.Generator().manual_seed(seed),
             iterator_valid__collate_fn=_collate,
             iterator_valid__batch_size=max(self.batch_size, _PREDICT_BATCH),
+            # A DataLoader draws a seed for its workers from this generator on every
+            # pass, by default torch's global one: predicting would then draw from it,
+            # and shift the stream of a seeded fit running in another thread.
+            iterator_valid__generator=torch.Generator(),
             device=str(self._torch_device()),
             verbose=0,
         )
@@ -445,6 +456,7 @@ class EmbeddingBagClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mi
         # "implicitly" off: they are set explicitly to what they already are.
         checks = torch.sparse.check_sparse_tensor_invariants
         with (
+            _GLOBAL_GENERATOR,  # one fit at a time per process may fork and restore it
             torch.random.fork_rng(devices=devices, device_type=device.type),
             checks(enable=checks.is_enabled()),  # type: ignore[no-untyped-call]
         ):
@@ -551,7 +563,10 @@ class EmbeddingBagClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mi
             ValueError: a class label or hyperparameter JSON cannot hold as it is.
         """
         check_is_fitted(self)
-        params = self.get_params(deep=False)
+        params = {
+            name: value.item() if isinstance(value, np.generic) else value
+            for name, value in self.get_params(deep=False).items()
+        }
         params["hidden_layer_sizes"] = [int(size) for size in params["hidden_layer_sizes"]]
         if params["random_state"] is not None and not isinstance(params["random_state"], int):
             params["random_state"] = None  # a RandomState: its use is done once fitted
@@ -628,6 +643,16 @@ class EmbeddingBagClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mi
         if network != expected:
             msg = f"The network's shape {network!r} does not match its parameters {expected!r}."
             raise ValueError(msg)
+        # Checked before anything is built: a small file declaring a huge network must
+        # not make it allocated (2**24 x 16 took 2.5 GB, weights and optimiser state).
+        shapes = _state_shapes(network)
+        found = {key: tuple(value.shape) for key, value in arrays.items()}
+        if found != shapes:
+            msg = f"The weights {found!r} do not match the network, which has {shapes!r}."
+            raise ValueError(msg)
+        if not all(np.isfinite(value).all() for value in arrays.values()):
+            msg = "The weights hold NaN or infinite values."
+            raise ValueError(msg)
         estimator.classes_ = classes
         with estimator._own_torch_state(0):  # the weights drawn here are replaced
             net = estimator._new_net(len(classes), 0, validate=False)
@@ -641,6 +666,28 @@ class EmbeddingBagClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mi
         module.load_state_dict(state)
         estimator.net_ = net
         return estimator
+
+
+_GLOBAL_GENERATOR = threading.Lock()
+"""Held while a fit or partial_fit has torch's global generator forked: concurrent
+fits in threads would save and restore each other's states (measured: four
+concurrent fits with the same random_state and dropout made four different models)."""
+
+
+def _state_shapes(network: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The shapes of the weights of the network a description declares, by the names
+    of :class:`EmbeddingBagNetwork`'s state dict, without building it."""
+    shapes: dict[str, tuple[int, ...]] = {
+        "embedding.weight": (network["n_buckets"], network["embedding_dim"])
+    }
+    width, position = network["embedding_dim"], 1  # each block: Dropout, Linear, ReLU
+    for size in network["hidden_layer_sizes"]:
+        shapes[f"dense.{position}.weight"] = (size, width)
+        shapes[f"dense.{position}.bias"] = (size,)
+        width, position = size, position + 3
+    shapes[f"dense.{position}.weight"] = (network["n_classes"], width)
+    shapes[f"dense.{position}.bias"] = (network["n_classes"],)
+    return shapes
 
 
 def _for_partial_fit(net: Any) -> None:
@@ -759,7 +806,9 @@ def load_network(
             description["params"]["device"] = device
         arrays = safetensors.numpy.load(data)
         return EmbeddingBagClassifier._asyncclf_restore_(description, arrays)
-    except (ValueError, KeyError, TypeError, struct.error, SafetensorError) as exc:
+    except Exception as exc:  # a hostile file can make the parsing raise anything
+        if isinstance(exc, InvalidParameterError):
+            raise
         msg = f"The file is not a network saved by asyncclf.neural.save_network: {exc}"
         raise PersistenceError(msg) from exc
 

@@ -187,3 +187,66 @@ def test_torch_threads_are_capped_per_call_even_after_set_num_threads() -> None:
     finally:
         torch.set_num_threads(before)
     assert seen == [(1, 2)]
+
+
+async def test_a_file_declaring_a_huge_network_is_refused_before_it_is_built(
+    sms: tuple[list[str], list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The weights' shapes are checked against the declared network before anything is
+    built: a small file cannot make the loader allocate a huge table."""
+    clf = await AsyncClassifier(network()).fit(*sms)
+    path = tmp_path / "network.model"
+    await clf.save(path)
+
+    def declare(metadata: dict[str, str]) -> None:
+        content = json.loads(metadata["description"])
+        content["params"]["n_buckets"] = content["network"]["n_buckets"] = 2**30
+        metadata["description"] = json.dumps(content)
+
+    (tmp_path / "bomb.model").write_bytes(rewritten(path, declare))
+
+    def built(*args: Any, **kwargs: Any) -> Any:
+        msg = "a network was built"
+        raise AssertionError(msg)
+
+    monkeypatch.setattr(EmbeddingBagClassifier, "_new_net", built)
+    with pytest.raises(PersistenceError, match="do not match the network"):
+        await AsyncClassifier.load(tmp_path / "bomb.model")
+
+
+async def test_numpy_settings_save_and_hash_and_ngrams_are_bounded(
+    sms: tuple[list[str], list[str]], tmp_path: Path
+) -> None:
+    """Settings given as numpy scalars (from a parameter grid) save and have a stable
+    id; word_ngrams beyond 8 (whose cost grows with its square) is refused."""
+    estimator = network().set_params(n_buckets=np.int64(2**12), lr=np.float32(0.3))
+    clf = await AsyncClassifier(estimator).fit(*sms)
+    assert _work.fingerprint(clf.estimator_) == _work.fingerprint(clf.estimator_) == clf.model_id
+    await clf.save(tmp_path / "numpy.model")
+    assert (await AsyncClassifier.load(tmp_path / "numpy.model")).model_id == clf.model_id
+    with pytest.raises(ValueError, match="word_ngrams must be at most 8"):
+        await AsyncClassifier(network().set_params(word_ngrams=9)).fit(*sms)
+
+
+async def test_concurrent_seeded_fits_with_dropout_make_the_same_model(
+    sms: tuple[list[str], list[str]],
+) -> None:
+    """Fits running at once, and predictions meanwhile, leave each other's seeded
+    streams and torch's global generator alone."""
+    settings = {"hidden_layer_sizes": (8,), "dropout": 0.3}
+    alone = await AsyncClassifier(network().set_params(**settings)).fit(*sms)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    together: list[str] = []
+
+    async def fit() -> None:
+        clf = await AsyncClassifier(network().set_params(**settings)).fit(*sms)
+        await clf.predict_proba(sms[0][:50])
+        together.append(clf.model_id)
+
+    async with anyio.create_task_group() as tasks:
+        for _ in range(3):
+            tasks.start_soon(fit)
+    assert together == [alone.model_id] * 3
+    assert torch.equal(torch.rand(3), expected)
