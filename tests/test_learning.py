@@ -265,7 +265,9 @@ async def test_cancelling_mid_learn_keeps_the_last_published_model() -> None:
                     versions.append(report.version)
     assert scope.cancelled_caught
     assert versions
-    assert clf.version == versions[-1]
+    # The last publish's report may still be unread when the deadline strikes (as
+    # documented): the serving model is the last published, read or not.
+    assert clf.version in (versions[-1], versions[-1] + 1)
     assert not clf.estimator_.updating_
     assert (await clf.classify("text 1")).label == "spam"
 
