@@ -215,7 +215,7 @@ def test_default_trusted_list_is_exactly_what_the_default_pipeline_needs() -> No
     needed |= set(sio.get_untrusted_types(data=sio.dumps(online)))
     expected = needed | {"asyncclf.neural.EmbeddingBagClassifier"}
     if methods == ["sigmoid"]:  # scikit-learn < 1.8 has no temperature scaling to save
-        expected = needed | {"sklearn.calibration._TemperatureScaling"}
+        expected |= {"sklearn.calibration._TemperatureScaling"}
     assert set(_persistence.DEFAULT_TRUSTED) == expected
 
 
