@@ -80,6 +80,18 @@ def _rehearse(estimator: Any, nested: dict[str, Any]) -> None:
         raise InvalidParameterError(msg) from exc
 
 
+async def _load_file(
+    path: str | os.PathLike[str], trusted: Iterable[str], sha256: str | None, max_size: int | None
+) -> tuple[Any, int, dict[str, Any]]:
+    """``load_model`` in a worker thread of its own (file I/O takes no executor token)."""
+    from ._persistence import load_model
+
+    return await anyio.to_thread.run_sync(
+        partial(load_model, path, list(trusted), sha256=sha256, max_size=max_size),
+        limiter=anyio.CapacityLimiter(1),
+    )
+
+
 class AsyncClassifier(Generic[Label]):
     """Awaitable fit, predict, rank and group for a scikit-learn text classifier.
 
@@ -440,12 +452,7 @@ class AsyncClassifier(Generic[Label]):
             )
             raise UnsupportedEstimatorError(msg)
         if isinstance(model, (str, os.PathLike)):
-            from ._persistence import load_model
-
-            estimator, _, header = await anyio.to_thread.run_sync(
-                partial(load_model, model, list(trusted), sha256=sha256, max_size=max_size),
-                limiter=anyio.CapacityLimiter(1),
-            )
+            estimator, _, header = await _load_file(model, trusted, sha256, max_size)
             model_id = header["model_id"]
         else:
             estimator, model_id = await anyio.to_thread.run_sync(_work.served_copy, model)
@@ -511,13 +518,7 @@ class AsyncClassifier(Generic[Label]):
             PersistenceError: the file is unreadable, truncated, corrupt, too large,
                 tampered with, differs from ``sha256``, or holds untrusted types.
         """
-        from ._persistence import load_model
-
-        trusted = list(trusted)
-        estimator, version, header = await anyio.to_thread.run_sync(
-            partial(load_model, path, trusted, sha256=sha256, max_size=max_size),
-            limiter=anyio.CapacityLimiter(1),
-        )
+        estimator, version, header = await _load_file(path, trusted, sha256, max_size)
         params.setdefault("estimator", clone(estimator))
         clf = cls(**params)
         clf._model = Model.of(estimator, version, header["model_id"])
@@ -742,9 +743,8 @@ class AsyncClassifier(Generic[Label]):
         self._require(model, "scores")
 
         def failed(index: int, text: str, error: Exception, tag: Model | None) -> FailedPrediction:
-            if tag is None:
-                return FailedPrediction(index, text, error, self.version, self.model_id)
-            return FailedPrediction(index, text, error, tag.version, tag.model_id)
+            answering = self._require_model() if tag is None else tag  # serving now
+            return FailedPrediction(index, text, error, answering.version, answering.model_id)
 
         convert: _streams.Convert[Prediction[Label] | FailedPrediction] = predictions
         async with _streams.open_stream(

@@ -106,21 +106,21 @@ async def test_damaged_or_untrusted_network_files_are_persistence_errors(
     path = tmp_path / "network.model"
     await clf.save(path)
 
-    def header(change: Any) -> Any:
+    def entry(name: str, change: Any) -> Any:
+        """A change of the metadata entry ``name``, a JSON object."""
+
         def rewrite(metadata: dict[str, str]) -> None:
-            content = json.loads(metadata["asyncclf-model"])
+            content = json.loads(metadata[name])
             change(content)
-            metadata["asyncclf-model"] = json.dumps(content)
+            metadata[name] = json.dumps(content)
 
         return rewrite
+
+    def header(change: Any) -> Any:
+        return entry("asyncclf-model", change)
 
     def description(change: Any) -> Any:
-        def rewrite(metadata: dict[str, str]) -> None:
-            content = json.loads(metadata["description"])
-            change(content)
-            metadata["description"] = json.dumps(content)
-
-        return rewrite
+        return entry("description", change)
 
     damages: dict[str, tuple[bytes, str]] = {
         "class": (
