@@ -1,7 +1,5 @@
 """asyncclf: async text classification with scikit-learn, on asyncio and trio."""
 
-from importlib.metadata import PackageNotFoundError, version
-
 from ._classifier import AsyncClassifier, default_estimator, online_estimator
 from ._dask import DaskExecutor
 from ._demo import load_sms_spam
@@ -26,11 +24,7 @@ from ._types import (
     Progress,
     Ranked,
 )
-
-try:
-    __version__ = version("asyncclf")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0+unknown"
+from ._version import __version__
 
 __all__ = [
     "AsyncClassifier",

@@ -52,6 +52,7 @@ from ._errors import AsyncClfError, PersistenceError
 from ._executors import ProcessExecutor
 from ._model import final_step
 from ._types import LearnReport
+from ._version import __version__
 
 __all__ = ["main"]
 
@@ -619,8 +620,6 @@ def _sha256(value: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import __version__
-
     parser = argparse.ArgumentParser(
         prog="asyncclf", description="Async text classification with scikit-learn."
     )

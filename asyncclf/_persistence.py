@@ -39,6 +39,7 @@ import skops.io as sio
 from sklearn.base import clone
 
 from ._errors import InvalidParameterError, PersistenceError
+from ._version import __version__
 from ._work import NETWORK_STATE, fingerprint, pack, vectorisers, vocabulary_of
 
 __all__ = ["DEFAULT_MAX_SIZE", "DEFAULT_TRUSTED", "FORMAT", "dump_model", "load_model"]
@@ -95,12 +96,11 @@ def dump_model(
     Raises:
         PersistenceError: the estimator cannot be serialised or the file not written.
     """
-    from . import __version__ as asyncclf_version
 
     header = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "asyncclf_version": asyncclf_version,
+        "asyncclf_version": __version__,
         "sklearn_version": sklearn.__version__,
         "classes": [repr(label) for label in labels],
         "model_version": version,
