@@ -1,7 +1,6 @@
 """asyncclf: async text classification with scikit-learn, on asyncio and trio."""
 
 from ._classifier import AsyncClassifier, default_estimator, online_estimator
-from ._dask import DaskExecutor
 from ._demo import load_sms_spam
 from ._errors import (
     AsyncClfError,
@@ -12,10 +11,12 @@ from ._errors import (
     PersistenceError,
     UnsupportedEstimatorError,
 )
-from ._executors import ProcessExecutor, ThreadExecutor
+from ._executors.base import Executor
+from ._executors.dask import DaskExecutor
+from ._executors.processes import ProcessExecutor
+from ._executors.threads import ThreadExecutor
 from ._types import (
     BatchStatistics,
-    Executor,
     FailedPrediction,
     LearnReport,
     OnError,

@@ -45,9 +45,11 @@ import anyio
 import anyio.lowlevel
 import numpy as np
 
-from ._errors import OverloadedError, own_copy
-from ._types import BatchStatistics, Executor, Token
-from ._work import Compute, Segment, Span, timed_batch
+from ._errors import OverloadedError
+from ._executors.base import Executor, Job
+from ._types import BatchStatistics
+from ._work.compute import Compute, Segment, Span, timed_batch
+from ._work.transport import own_copy
 
 __all__ = ["Batcher", "Outcome", "Request"]
 
@@ -497,7 +499,7 @@ class Batcher:
             return
         await self._run(job, compute, tag, batch, texts, spans)
 
-    async def _acquire(self) -> Token:
+    async def _acquire(self) -> Job:
         """Wait for a token of the executor in force when the token comes.
 
         ``set_params(executor=...)`` may change the executor while a batch waits: the
@@ -599,7 +601,7 @@ class Batcher:
 
     async def _run(
         self,
-        job: Token,
+        job: Job,
         compute: Compute,
         tag: Any,
         batch: _Batch,
@@ -678,7 +680,7 @@ class Batcher:
             while next_chunk < len(chunks) and not failed():
                 chunk = chunks[next_chunk]
                 next_chunk += 1
-                job: Token | None = None
+                job: Job | None = None
                 with anyio.CancelScope() as waiting:
                     acquiring.add(waiting)
                     try:

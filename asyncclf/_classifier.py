@@ -17,15 +17,15 @@ from numpy.typing import NDArray
 from sklearn.base import clone
 from typing_extensions import Self
 
-from . import _learning, _ranking, _streams, _work
+from . import _learning, _ranking, _streams
 from ._batching import Batcher
 from ._errors import (
     InvalidInputError,
     InvalidParameterError,
-    NotFittedError,
     UnsupportedEstimatorError,
 )
-from ._executors import PerRun, ThreadExecutor, make_executor
+from ._executors import make_executor
+from ._executors.base import Executor
 from ._model import (
     Config,
     Model,
@@ -36,9 +36,9 @@ from ._model import (
     require_partial_fit,
 )
 from ._progress import Reporter
+from ._serving import Slot
 from ._types import (
     BatchStatistics,
-    Executor,
     FailedPrediction,
     Label,
     LearnReport,
@@ -57,6 +57,7 @@ from ._validation import (
     check_training_set,
     label_kind,
 )
+from ._work import compute, training
 
 __all__ = ["AsyncClassifier", "default_estimator", "online_estimator"]
 
@@ -164,14 +165,41 @@ class AsyncClassifier(Generic[Label]):
             max_queue=max_queue,
             overload=overload,
         )
-        self._model: Model | None = None
-        self._fit_lock = PerRun(anyio.Lock)
-        self._learning_in: int | None = None
-        """The task holding a learn() block open, whose fits would wait for itself."""
+        self._slot = Slot()
 
     def __repr__(self) -> str:
         estimator = "default" if self.estimator is None else type(self.estimator).__name__
-        return f"<AsyncClassifier estimator={estimator} version={self.version}>"
+        closed = " closed" if self._slot.closed else ""
+        return f"<AsyncClassifier estimator={estimator} version={self.version}{closed}>"
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Release what the classifier holds, and refuse every later call.
+
+        The serving model is dropped, with what an executor shipped for it (a worker
+        process's model file, the model's data on a Dask cluster) once the calls
+        reading it are done, and the executor the classifier made from
+        ``executor="threads"`` or ``"processes"`` is closed. An executor object you
+        passed is yours to close (``async with DaskExecutor(...) as executor``): other
+        classifiers may share it. Calls under way finish; a fit or a ``learn`` publish
+        that ends after this raises :class:`AsyncClfError`, as does every later call.
+        Idempotent and shielded from cancellation. A classifier never closed is
+        cleaned up when it is garbage-collected or at interpreter exit.
+        """
+        if self._slot.closed:
+            return
+        self._slot.close()
+        if isinstance(self.executor, str):
+            with anyio.CancelScope(shield=True):
+                await self._executor.aclose()
+
+    async def __aenter__(self) -> Self:
+        """``async with AsyncClassifier(...) as clf:`` closes it at the end."""
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     # -- parameters (scikit-learn's conventions) ----------------------------------------
 
@@ -241,6 +269,7 @@ class AsyncClassifier(Generic[Label]):
                 raise InvalidParameterError(msg)
             _rehearse(estimator, nested)
             estimator.set_params(**nested)
+        self._slot.require_open()
         if merged["executor"] is not self.executor:
             # Batches already running finish on the old executor.
             self._executor = make_executor(merged["executor"], merged["limiter"])
@@ -273,26 +302,17 @@ class AsyncClassifier(Generic[Label]):
     @property
     def version(self) -> int:
         """0 before the first fit; +1 on every successful ``fit`` or ``partial_fit``."""
-        return 0 if self._model is None else self._model.version
+        return self._slot.version
 
     @property
     def estimator_(self) -> Any:
         """The fitted synchronous estimator serving predictions now."""
-        return self._require_model().estimator
+        return self._slot.require().estimator
 
     @property
     def classes_(self) -> NDArray[Any]:
         """The class labels, in the order of ``predict_proba``'s columns."""
-        return np.asarray(self._require_model().estimator.classes_)
-
-    def _require_model(self) -> Model:
-        if self._model is None:
-            msg = (
-                "This AsyncClassifier is not fitted yet; await fit(X, y) (or partial_fit) "
-                "before predicting."
-            )
-            raise NotFittedError(msg)
-        return self._model
+        return np.asarray(self._slot.require().estimator.classes_)
 
     @property
     def model_id(self) -> str:
@@ -307,16 +327,7 @@ class AsyncClassifier(Generic[Label]):
         identity of the model that answered. Not a security check: pin a file's
         SHA-256 for that. See docs/deployment.md.
         """
-        return "" if self._model is None else self._model.model_id
-
-    def _swap(self, estimator: Any, model_id: str) -> None:
-        # One attribute assignment on the event loop: readers see the old or the new
-        # model, whole.
-        self._model = Model.of(estimator, self.version + 1, model_id)
-
-    def _check_not_inside_learn(self, call: str) -> None:
-        if self._learning_in == anyio.get_current_task().id:
-            raise _learning.inside_learn(call)
+        return self._slot.model_id
 
     @property
     def limiter_(self) -> anyio.CapacityLimiter:
@@ -351,27 +362,19 @@ class AsyncClassifier(Generic[Label]):
         """
         texts, labels = check_training_set(X, y)
         estimator = clone(self.estimator if self.estimator is not None else default_estimator())
-        self._check_not_inside_learn("fit")
-        steps = _work.fit_steps(estimator)
+        steps = training.fit_steps(estimator)
         reporter = Reporter(progress, "fit", steps, unit=" steps")
-        arguments: tuple[Any, ...] = (estimator, texts, labels)
-        # Reports can cross from a worker thread of this process, as ThreadExecutor's
-        # fit runs it (its subclasses fit in processes or on a cluster).
-        in_threads = type(self._executor).fit is ThreadExecutor.fit
-        if reporter.active and steps > 1 and in_threads:
-
-            def step_done(done: int) -> None:  # in the worker thread
-                anyio.from_thread.check_cancelled()  # a cancelled fit stops here
-                anyio.from_thread.run_sync(reporter.update, done)
-
-            arguments += (step_done,)
+        # Executors that can tell (threads) report each step as it ends.
+        on_step = reporter.update if reporter.active and steps > 1 else None
         try:
-            async with self._fit_lock.get():
+            async with self._slot.changing("fit"):
                 reporter.update(0)
-                fitted = await self._executor.fit(_work.fit, *arguments)
-                identified = await self._executor.run(_work.identified, fitted)
+                fitted = await self._executor.fit(
+                    training.fit, estimator, texts, labels, on_step=on_step
+                )
+                identified = await self._executor.run(training.identified, fitted)
                 reporter.update(steps)
-                self._swap(*identified)
+                self._slot.serve(*identified)
         finally:
             reporter.close()
         return self
@@ -400,9 +403,7 @@ class AsyncClassifier(Generic[Label]):
                     f"{label_kind(labels[0])} labels ({labels[0]!r})."
                 )
                 raise InvalidInputError(msg)
-        self._check_not_inside_learn("partial_fit")
-        async with self._fit_lock.get():
-            model = self._model
+        async with self._slot.changing("partial_fit") as model:
             if model is not None:
                 model.check_kind(labels, "y")
                 target, origin = model.estimator, "the serving model"
@@ -416,9 +417,9 @@ class AsyncClassifier(Generic[Label]):
             serving = None if model is None else self._executor.ref(model)
             fresh = clone(target) if serving is None else None
             updated = await self._executor.fit(
-                _work.partial_fit, serving, fresh, texts, labels, class_list
+                training.partial_fit, serving, fresh, texts, labels, class_list
             )
-            self._swap(*await self._executor.run(_work.identified, updated))
+            self._slot.serve(*await self._executor.run(training.identified, updated))
         return self
 
     async def swap(
@@ -444,7 +445,7 @@ class AsyncClassifier(Generic[Label]):
             UnsupportedEstimatorError: it is no classifier (no ``classes_``).
             PersistenceError: the file cannot be loaded (see :meth:`load`).
         """
-        self._check_not_inside_learn("swap")
+        self._slot.check_not_learning("swap")
         if isinstance(model, AsyncClassifier):
             msg = (
                 "swap() takes an estimator or a model file, not an AsyncClassifier: "
@@ -455,9 +456,9 @@ class AsyncClassifier(Generic[Label]):
             estimator, _, header = await _load_file(model, trusted, sha256, max_size)
             model_id = header["model_id"]
         else:
-            estimator, model_id = await anyio.to_thread.run_sync(_work.served_copy, model)
-        async with self._fit_lock.get():
-            self._swap(estimator, model_id)
+            estimator, model_id = await anyio.to_thread.run_sync(training.served_copy, model)
+        async with self._slot.changing("swap"):
+            self._slot.serve(estimator, model_id)
         return self
 
     # -- persistence -----------------------------------------------------------------
@@ -477,7 +478,7 @@ class AsyncClassifier(Generic[Label]):
         Raises:
             PersistenceError: the model cannot be serialised or the file not written.
         """
-        model = self._require_model()
+        model = self._slot.require()
         from ._persistence import dump_model
 
         return await self._executor.run(
@@ -521,17 +522,18 @@ class AsyncClassifier(Generic[Label]):
         estimator, version, header = await _load_file(path, trusted, sha256, max_size)
         params.setdefault("estimator", clone(estimator))
         clf = cls(**params)
-        clf._model = Model.of(estimator, version, header["model_id"])
+        async with clf._slot.changing("load"):
+            clf._slot.serve(estimator, header["model_id"], version)
         return clf
 
     # -- predictions -----------------------------------------------------------------
 
     def _prepare(self, key: Hashable) -> tuple[Any, Model]:
-        model = self._require_model()
+        model = self._slot.require()
         kind: str
         config: Config
         kind, config = key  # type: ignore[misc]
-        return partial(_work.compute, self._executor.ref(model), kind, config.settings), model
+        return partial(compute.compute, self._executor.ref(model), kind, config.settings), model
 
     def _require(self, model: Model, kind: str) -> None:
         if kind in model.abilities:
@@ -544,7 +546,7 @@ class AsyncClassifier(Generic[Label]):
         self, kind: str, X: Iterable[str], empty: Callable[[Model], NDArray[Any]]
     ) -> NDArray[Any]:
         texts = check_texts(X)
-        model = self._require_model()
+        model = self._slot.require()
         self._require(model, kind)
         if not texts:
             return empty(model)
@@ -594,7 +596,7 @@ class AsyncClassifier(Generic[Label]):
         if not texts:
             msg = "score needs at least one text."
             raise InvalidInputError(msg)
-        self._require_model().check_kind(labels, "y")
+        self._slot.require().check_kind(labels, "y")
         predicted = (await self.predict(texts)).tolist()
         hits = sum(1 for guess, truth in zip(predicted, labels, strict=True) if guess == truth)
         return hits / len(labels)
@@ -607,7 +609,7 @@ class AsyncClassifier(Generic[Label]):
         withdraws the text; cancelling while its batch runs discards only this result.
         """
         text = check_text(text, 0)
-        self._require(self._require_model(), "scores")
+        self._require(self._slot.require(), "scores")
         # Batcher.submit's steps, inline: the commonest call pays for no more coroutines
         # than it needs, and takes its label from one argmax over its whole batch.
         batcher, key, texts = self._batcher, batch_key("scores"), [text]
@@ -629,7 +631,7 @@ class AsyncClassifier(Generic[Label]):
         ``stream(X, on_error="yield")``.
         """
         texts = check_texts(X)
-        self._require(self._require_model(), "scores")
+        self._require(self._slot.require(), "scores")
         if not texts:
             return []
         outcome = await self._batcher.submit(batch_key("scores"), texts)
@@ -646,7 +648,7 @@ class AsyncClassifier(Generic[Label]):
         """
         texts = check_texts(X)
         k = check_k(k)
-        model = self._require_model()
+        model = self._slot.require()
         self._require(model, "scores")
         model.column(label)
         if not texts:
@@ -665,7 +667,7 @@ class AsyncClassifier(Generic[Label]):
         """
         texts = check_texts(X)
         k = check_k(k)
-        model = self._require_model()
+        model = self._slot.require()
         self._require(model, "scores")
         if not texts:
             return {cast(Label, label): [] for label in model.labels}
@@ -739,11 +741,11 @@ class AsyncClassifier(Generic[Label]):
         max_in_flight: int | None,
         progress: Progress,
     ) -> AsyncIterator[AsyncIterator[Prediction[Label] | FailedPrediction]]:
-        model = self._require_model()
+        model = self._slot.require()
         self._require(model, "scores")
 
         def failed(index: int, text: str, error: Exception, tag: Model | None) -> FailedPrediction:
-            answering = self._require_model() if tag is None else tag  # serving now
+            answering = self._slot.require() if tag is None else tag  # serving now
             return FailedPrediction(index, text, error, answering.version, answering.model_id)
 
         convert: _streams.Convert[Prediction[Label] | FailedPrediction] = predictions
@@ -770,7 +772,7 @@ class AsyncClassifier(Generic[Label]):
         """
         k = check_k(k, optional=False)
         _streams.check_source(source)
-        model = self._require_model()
+        model = self._slot.require()
         self._require(model, "scores")
         model.column(label)
         best = _ranking.TopK(k)
@@ -864,7 +866,9 @@ class AsyncClassifier(Generic[Label]):
                 model's, or (``on_error="raise"``) a bad example.
         """
         return _learning.open_learning(
-            self,
+            self._slot,
+            self._executor,
+            self.estimator,
             source,
             classes=classes,
             batch_size=batch_size,

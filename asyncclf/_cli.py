@@ -49,7 +49,7 @@ from ._cli_io import (
     read_texts,
 )
 from ._errors import AsyncClfError, PersistenceError
-from ._executors import ProcessExecutor
+from ._executors.processes import ProcessExecutor
 from ._model import final_step
 from ._types import LearnReport
 from ._version import __version__

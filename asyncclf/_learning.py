@@ -37,9 +37,7 @@ import numpy as np
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from sklearn.base import clone
 
-from . import _work
 from ._errors import (
-    AsyncClfError,
     InvalidInputError,
     InvalidParameterError,
     UnsupportedEstimatorError,
@@ -49,11 +47,13 @@ from ._progress import Reporter
 from ._streams import _iterate, _Raise, check_source
 from ._types import LearnReport, Progress
 from ._validation import _describe, check_labels, check_text, label_kind
+from ._work import training
 
 if TYPE_CHECKING:
-    from ._classifier import AsyncClassifier
+    from ._executors.base import Executor
+    from ._serving import Slot
 
-__all__ = ["inside_learn", "open_learning"]
+__all__ = ["open_learning"]
 
 FILL_WAIT = 0.05
 """Seconds a mini-batch that has examples waits for more before it is learned from:
@@ -161,7 +161,9 @@ class _Reports:
 
 @asynccontextmanager
 async def open_learning(
-    clf: AsyncClassifier[Any],
+    slot: Slot,
+    executor: Executor,
+    estimator: Any,
     source: Iterable[Any] | AsyncIterable[Any],
     *,
     classes: Iterable[Any] | None,
@@ -197,11 +199,8 @@ async def open_learning(
     declared = None if classes is None else check_labels(classes, None, name="classes")
     total = len(source) if isinstance(source, (list, tuple)) else None
     reporter = Reporter(progress, "learn", total)
-    executor = clf._executor
-    clf._check_not_inside_learn("learn")
     try:
-        async with clf._fit_lock.get():
-            model = clf._model
+        async with slot.changing("learn") as model:
             if model is not None:
                 require_partial_fit(model.estimator, "the serving model")
                 labels = list(model.labels)
@@ -213,7 +212,7 @@ async def open_learning(
                     raise InvalidInputError(msg)
                 learner = await executor.run(copy.deepcopy, model.estimator)
             else:
-                target = clf.estimator
+                target = estimator
                 if target is None:
                     msg = (
                         "The default estimator cannot learn incrementally: give the "
@@ -232,9 +231,10 @@ async def open_learning(
                     msg = f"classes holds {len(labels)} class; a classifier needs at least 2."
                     raise InvalidInputError(msg)
                 learner = clone(target)
-            _work.learning_parts(learner)  # a transformer that is not ready: refused now
+            training.learning_parts(learner)  # a transformer that is not ready: refused now
             session = _Session(
-                clf,
+                slot,
+                executor,
                 learner,
                 _Classes(labels),
                 trained=model is not None,
@@ -252,8 +252,7 @@ async def open_learning(
                 1
             )
             raised: BaseException | None = None
-            clf._learning_in = anyio.get_current_task().id
-            with reports_receive:
+            with slot.learning(), reports_receive:
                 async with anyio.create_task_group() as tasks:
                     tasks.start_soon(session.read, source, items_send)
                     tasks.start_soon(session.learn, items_receive, reports_send)
@@ -268,17 +267,7 @@ async def open_learning(
             if raised is not None:
                 raise raised
     finally:
-        clf._learning_in = None
         reporter.close()
-
-
-def inside_learn(call: str) -> AsyncClfError:
-    """The error for ``call`` made inside a ``learn`` block, by the task that opened it."""
-    msg = (
-        f"{call}() waits until learning ends, so it cannot be awaited inside the learn() "
-        f"block that holds it open; call it after the block, or from another task."
-    )
-    return AsyncClfError(msg)
 
 
 def _checkpoint_path(checkpoint: object) -> str:
@@ -304,7 +293,8 @@ class _Session:
 
     def __init__(
         self,
-        clf: AsyncClassifier[Any],
+        slot: Slot,
+        executor: Executor,
         learner: Any,
         classes: _Classes,
         *,
@@ -317,7 +307,8 @@ class _Session:
         checkpoint_every: int | None,
         reporter: Reporter,
     ) -> None:
-        self.clf = clf
+        self.slot = slot
+        self.executor = executor
         self.learner = learner
         self.classes = classes
         self.trained = trained
@@ -429,15 +420,15 @@ class _Session:
         send: MemoryObjectSendStream[LearnReport | _Raise],
     ) -> None:
         """Learn from one mini-batch; publish, save and report as due."""
-        clf = self.clf
+        slot = self.slot
         seen = self.score.seen + len(texts)
         publish = (last and seen > self.published_at) or (
             seen // self.publish_every > self.published_at // self.publish_every
         )
         snapshot = None
         if texts:
-            hits, snapshot = await clf._executor.run(
-                _work.learn_step,
+            hits, snapshot = await self.executor.run(
+                training.learn_step,
                 self.learner,
                 texts,
                 labels,
@@ -449,9 +440,9 @@ class _Session:
             self.score.add(hits)
             self.size = min(2 * self.size, self.batch_size)
         elif publish:
-            snapshot = await clf._executor.run(_work.snapshot, self.learner)
+            snapshot = await self.executor.run(training.snapshot, self.learner)
         if snapshot is not None:
-            clf._swap(*snapshot)
+            slot.serve(*snapshot)
             self.published_at = seen
         saved = False
         every = self.checkpoint_every
@@ -461,7 +452,17 @@ class _Session:
             and self.saved_at < self.published_at
             and (last or self.published_at // every > self.saved_at // every)
         ):
-            await clf.save(self.checkpoint)
+            from ._persistence import dump_model  # skops, imported when first needed
+
+            model = slot.require()
+            await self.executor.run(
+                dump_model,
+                self.checkpoint,
+                model.estimator,
+                model.labels,
+                model.version,
+                model.model_id,
+            )
             self.saved_at = self.published_at
             saved = True
         self.reporter.update(seen + self.skipped)
@@ -471,13 +472,13 @@ class _Session:
                 seen=seen,
                 accuracy=self.score.accuracy,
                 window_accuracy=self.score.window_accuracy,
-                version=clf.version,
+                version=slot.version,
                 examples_per_second=seen / elapsed if elapsed > 0 else math.inf,
                 batch_size=len(texts),
                 published=snapshot is not None,
                 saved=saved,
                 skipped=self.skipped,
                 errors=tuple(errors),
-                model_id=clf.model_id,
+                model_id=slot.model_id,
             )
         )

@@ -110,7 +110,7 @@ class Model:
     labels: list[Hashable]
     version: int
     model_id: str
-    """Its fingerprint (see ``_work.fingerprint``): the same in every process."""
+    """Its fingerprint (see ``fingerprint.fingerprint``): the same in every process."""
     abilities: frozenset[str]
     """The computations it supports: predict, predict_proba, decision_function, scores."""
     kind: str | None

@@ -40,7 +40,8 @@ from sklearn.base import clone
 
 from ._errors import InvalidParameterError, PersistenceError
 from ._version import __version__
-from ._work import NETWORK_STATE, fingerprint, pack, vectorisers, vocabulary_of
+from ._work.fingerprint import NETWORK_STATE, fingerprint
+from ._work.packing import pack, vectorisers, vocabulary_of
 
 __all__ = ["DEFAULT_MAX_SIZE", "DEFAULT_TRUSTED", "FORMAT", "dump_model", "load_model"]
 

@@ -8,14 +8,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeAlias
 
 # typing_extensions' Protocol checks isinstance() statically (as Python 3.12 does):
 # without evaluating properties such as ``limiter``, which needs an event loop.
-from typing_extensions import Protocol, TypeVar, runtime_checkable
+from typing_extensions import TypeVar
 
 if TYPE_CHECKING:
-    import anyio
+    pass
 
 __all__ = [
     "BatchStatistics",
-    "Executor",
     "FailedPrediction",
     "Label",
     "LearnReport",
@@ -24,7 +23,6 @@ __all__ = [
     "Prediction",
     "Progress",
     "Ranked",
-    "Token",
 ]
 
 Label = TypeVar("Label", default=Any)
@@ -164,73 +162,3 @@ class BatchStatistics:
     """Median seconds from a request's arrival to its caller having the result (queue,
     run, delivery), over the last 1,024 requests."""
     latency_p99: float = 0.0
-
-
-T = TypeVar("T")
-
-
-class Token(Protocol):
-    """A limiter token held by one piece of work (a batch), not by a task."""
-
-    def release(self) -> None:
-        """Give the token back, once; later calls do nothing. Called on the event loop."""
-
-
-@runtime_checkable
-class Executor(Protocol):
-    """Where a classifier's estimator code runs, and what it must guarantee.
-
-    asyncclf has three: :class:`~asyncclf.ThreadExecutor` (``executor="threads"``),
-    :class:`~asyncclf.ProcessExecutor` and :class:`~asyncclf.DaskExecutor`; each
-    passes the same behaviour suite. The classifier calls these from its event loop;
-    every function it hands over (``func``) is a picklable function of the synchronous
-    module ``asyncclf._work``, which imports no anyio.
-    """
-
-    @property
-    def native_threads(self) -> int:
-        """BLAS/OpenMP threads each call may use, so that concurrent calls times threads
-        never exceed the machine's cores."""
-
-    @property
-    def limiter(self) -> anyio.CapacityLimiter:
-        """The limiter in force: one token per call that may run at once."""
-
-    @property
-    def capacity(self) -> float:
-        """How many calls can run at once: the limiter's tokens, or fewer if the
-        executor has fewer workers. A stream keeps this many batches in flight."""
-
-    def set_limiter(self, limiter: anyio.CapacityLimiter | None) -> None:
-        """Use ``limiter``, shared with others; ``None`` restores the executor's own."""
-
-    async def acquire(self) -> Token:
-        """Wait for a limiter token (cancellable) and return it, held by a batch."""
-
-    async def run_detached(
-        self,
-        job: Token,
-        func: Callable[..., T],
-        args: tuple[Any, ...],
-        done: Callable[[T | Exception], None],
-    ) -> None:
-        """Start ``func(*args)`` at once (no checkpoint before) under ``job``'s token,
-        and call ``done`` with its result or exception exactly once, on the event
-        loop, after releasing the token. Return once ``done`` has run, or at once when
-        cancelled: the work then completes and calls ``done`` for whoever still waits.
-        An exception the estimator raised must reach ``done`` with its own type,
-        message and attributes."""
-
-    async def run(self, func: Callable[..., T], *args: Any) -> T:
-        """Run ``func(*args)`` under a token, in a thread of this process, and return
-        its result: file I/O, and the steps of online learning, which update the
-        caller's own learner in place."""
-
-    async def fit(self, func: Callable[..., Any], *args: Any) -> Any:
-        """Run a fit (``_work.fit`` or ``_work.partial_fit``), returning the fitted
-        estimator; cancelling returns at once or as soon as the executor can stop it,
-        and a cancelled or failed fit returns nothing to swap in."""
-
-    def ref(self, model: Any) -> Any:
-        """What names a served model to ``func`` in a worker: the estimator itself,
-        or a handle by which a worker finds its own copy (sent once per version)."""

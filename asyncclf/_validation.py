@@ -11,7 +11,7 @@ import anyio
 import numpy as np
 
 from ._errors import InvalidInputError, InvalidParameterError
-from ._types import Executor
+from ._executors.base import Executor
 
 __all__ = [
     "check_k",
@@ -198,6 +198,13 @@ def check_params(params: dict[str, Any]) -> None:
         msg = (
             f"executor must be 'threads', 'processes' or an executor object (such as "
             f"asyncclf.ProcessExecutor(max_workers=4)), not {executor!r}."
+        )
+        raise InvalidParameterError(msg)
+    if limiter is not None and isinstance(executor, Executor):
+        msg = (
+            f"limiter applies to executor='threads' or 'processes'; an executor object "
+            f"has its own: pass the limiter to it ({type(executor).__name__}(..., "
+            f"limiter=limiter)), which classifiers sharing it then share."
         )
         raise InvalidParameterError(msg)
     estimator = params["estimator"]

@@ -16,7 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
-from asyncclf._work import call_in_worker
+from asyncclf._work.threads import call_in_worker
 
 _MODEL: Any = None
 

@@ -33,7 +33,8 @@ from _data import news_split
 from _pool import machine_pool, pool_ceiling
 from distributed import Client, LocalCluster
 
-from asyncclf import AsyncClassifier, DaskExecutor, _work
+from asyncclf import AsyncClassifier, DaskExecutor
+from asyncclf._work import packing
 
 
 def timed_sync(func: Callable[[], Any]) -> float:
@@ -83,7 +84,7 @@ def main() -> None:
     threads: AsyncClassifier = anyio.run(fit)
     print(f"fit on {len(train_x)} texts in threads: {time.perf_counter() - started:.1f} s")
     estimator = threads.estimator_
-    packed = pickle.dumps(_work.pack(estimator), protocol=pickle.HIGHEST_PROTOCOL)
+    packed = pickle.dumps(packing.pack(estimator), protocol=pickle.HIGHEST_PROTOCOL)
     print(f"a model version crosses to each worker once: {len(packed) / 2**20:.1f} MiB")
 
     with tempfile.TemporaryDirectory() as directory:

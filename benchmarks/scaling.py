@@ -36,8 +36,8 @@ from _pool import machine_pool, pool_ceiling
 from throughput import lag_monitor, timed_sync
 
 from asyncclf import AsyncClassifier
-from asyncclf._executors import _Shipment
-from asyncclf._work import ModelHandle
+from asyncclf._executors.processes import _Shipment
+from asyncclf._work.handles import ModelHandle
 
 
 def worker_rss() -> list[float]:

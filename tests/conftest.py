@@ -15,7 +15,9 @@ import anyio.to_process
 import pytest
 from hypothesis import HealthCheck, settings
 
-from asyncclf import AsyncClassifier, DaskExecutor, ProcessExecutor, ThreadExecutor
+from asyncclf import AsyncClassifier, DaskExecutor, Executor, ProcessExecutor
+
+from .own_executor import OwnThreadsExecutor
 
 settings.register_profile(
     "asyncclf",
@@ -37,12 +39,13 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 
 # -- the executors: the behaviour suite runs on each ------------------------------------
 
-EXECUTORS = ("threads", "processes", "dask")
+EXECUTORS = ("threads", "processes", "dask", "own")
 
 
 class Classifiers:
     """Makes classifiers whose estimator runs on one executor: ``"threads"``, worker
-    ``"processes"`` or a ``"dask"`` cluster.
+    ``"processes"``, a ``"dask"`` cluster, or ``"own"``, a user's executor written from
+    the docs alone (``tests/own_executor.py``).
 
     Each classifier gets an executor of its own, as ``executor="processes"`` gives it,
     so that no limiter or model version is shared between them by accident.
@@ -55,8 +58,10 @@ class Classifiers:
     def __repr__(self) -> str:
         return f"<Classifiers on {self.name}>"
 
-    def executor(self) -> str | ThreadExecutor:
+    def executor(self) -> str | Executor:
         """A new executor of this kind, for ``AsyncClassifier(executor=...)`` or ``load``."""
+        if self.name == "own":
+            return OwnThreadsExecutor()
         if self.name == "processes":
             return ProcessExecutor(max_workers=2)
         if self.name == "dask":

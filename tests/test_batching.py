@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from asyncclf import AsyncClassifier, AsyncClfError, FailedPrediction, OverloadedError, Prediction
 from asyncclf._batching import RECENT
 from asyncclf._model import batch_key
-from asyncclf._work import WorkerTraceback
+from asyncclf._work.transport import WorkerTraceback
 
 from .conftest import Classifiers
 from .fakes import (
@@ -427,7 +427,7 @@ async def test_queued_calls_use_the_model_that_answers_them() -> None:
             await wait_all_tasks_blocked()
             # What a refit finishing now does: swap in a model whose classes differ.
             new = RecordingClassifier().fit(["spam", "eggs", "zebra"], ["spam", "eggs", "zebra"])
-            clf._swap(new, "0123456789abcdef")
+            clf._slot.serve(new, "0123456789abcdef")
             gate.release.set()
     assert list(clf.classes_) == ["eggs", "spam", "zebra"]
     # The old model would order these [1, 0, 2]; the new model's zebra column, [2, 1, 0].
@@ -1225,7 +1225,7 @@ def test_a_given_limiter_gets_back_the_token_of_a_batch_that_outlived_its_loop(
             await settle(clf)
         return limiter.statistics().borrowed_tokens, label
 
-    from asyncclf import _executors
+    from asyncclf._executors import base as _executors
 
     for backend in backend_pair:
         anyio.run(first, backend=backend)
@@ -1244,7 +1244,7 @@ async def test_classifiers_dropped_during_a_run_leave_nothing_in_it() -> None:
     """The per-run limiter and lock of a classifier go with it, not with the run."""
     import gc
 
-    from asyncclf import _executors
+    from asyncclf._executors import base as _executors
 
     # The run may be shared with the module's earlier tests: count from here.
     await AsyncClassifier(KeywordClassifier()).fit(TRAIN_X, TRAIN_Y)

@@ -15,7 +15,7 @@ import anyio.to_thread
 import numpy as np
 import pytest
 
-import asyncclf._dask
+import asyncclf._executors.dask
 from asyncclf import AsyncClassifier, AsyncClfError, DaskExecutor, InvalidParameterError
 
 from .fakes import (
@@ -285,7 +285,7 @@ async def test_the_default_limiter_has_a_token_per_cluster_thread(
     """Until the cluster is asked the limiter has a token per local CPU; from the first
     call on, one per worker thread of the cluster; a given limiter is used as is."""
     await in_thread(client.wait_for_workers, 2, 30)
-    monkeypatch.setattr(asyncclf._dask, "available_cpus", lambda: 7)
+    monkeypatch.setattr(asyncclf._executors.dask, "available_cpus", lambda: 7)
     clf = AsyncClassifier(KeywordClassifier(), executor=DaskExecutor(client))
     assert clf.limiter_.total_tokens == 7
     await clf.fit(TRAIN_X, TRAIN_Y)
@@ -295,7 +295,7 @@ async def test_the_default_limiter_has_a_token_per_cluster_thread(
     async with DaskExecutor(client) as executor:
         assert executor.limiter.total_tokens == threads
     shared = anyio.CapacityLimiter(1)
-    clf = AsyncClassifier(KeywordClassifier(), executor=DaskExecutor(client), limiter=shared)
+    clf = AsyncClassifier(KeywordClassifier(), executor=DaskExecutor(client, limiter=shared))
     await clf.fit(TRAIN_X, TRAIN_Y)
     assert (await clf.classify("spam")).label == "spam"
     assert clf.limiter_ is shared

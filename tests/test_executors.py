@@ -25,9 +25,8 @@ from asyncclf import (
     InvalidParameterError,
     ProcessExecutor,
     ThreadExecutor,
-    _work,
 )
-from asyncclf._types import Token
+from asyncclf._work import handles
 
 from .fakes import (
     TRAIN_X,
@@ -41,6 +40,7 @@ from .fakes import (
     SlowPredictClassifier,
     settle,
 )
+from .own_executor import OwnThreadsExecutor
 
 pytestmark = pytest.mark.anyio
 
@@ -180,8 +180,7 @@ async def test_max_workers_bounds_the_worker_processes_whatever_the_limiter() ->
     before = anyio_workers()
     clf = await AsyncClassifier(
         SlowPredictClassifier(0.3),
-        executor=ProcessExecutor(max_workers=1),
-        limiter=anyio.CapacityLimiter(3),
+        executor=ProcessExecutor(max_workers=1, limiter=anyio.CapacityLimiter(3)),
         max_batch_size=1,
         max_latency=0,
     ).fit(TRAIN_X, TRAIN_Y)
@@ -201,14 +200,14 @@ async def test_a_fit_cancelled_while_its_model_is_read_back_changes_nothing(
         TRAIN_X, TRAIN_Y
     )
     started = threading.Event()
-    load = _work.load_unpacked
+    load = handles.load_unpacked
 
     def slow_load(path: str) -> Any:
         started.set()
         time.sleep(0.5)
         return load(path)
 
-    monkeypatch.setattr(_work, "load_unpacked", slow_load)
+    monkeypatch.setattr(handles, "load_unpacked", slow_load)
     with anyio.CancelScope() as scope:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.fit, TRAIN_X, TRAIN_Y)
@@ -233,63 +232,41 @@ async def test_a_removed_model_directory_is_made_again() -> None:
     assert (await clf.classify("eggs")).label == "eggs"
 
 
-class CountingExecutor:
-    """An executor of one's own, by delegation (not a subclass): counts the batches."""
+class CountingExecutor(OwnThreadsExecutor):
+    """A user's executor that counts the batches and the fits it was handed."""
 
-    def __init__(self) -> None:
-        self.inner = ThreadExecutor()
-        self.batches = 0
+    def __init__(self, limiter: anyio.CapacityLimiter | None = None) -> None:
+        super().__init__(limiter)
         self.fits = 0
-        self.issued: set[int] = set()
 
     @property
-    def native_threads(self) -> int:
-        return self.inner.native_threads
+    def batches(self) -> int:
+        return self.submitted - self.fits
 
-    @property
-    def limiter(self) -> anyio.CapacityLimiter:
-        return self.inner.limiter
-
-    @property
-    def capacity(self) -> float:
-        return self.inner.capacity
-
-    def set_limiter(self, limiter: anyio.CapacityLimiter | None) -> None:
-        self.inner.set_limiter(limiter)
-
-    async def acquire(self) -> Token:
-        job = await self.inner.acquire()
-        self.issued.add(id(job))
-        return job
-
-    async def run_detached(
-        self, job: Token, func: Callable[..., T], args: tuple[Any, ...], done: Any
-    ) -> None:
-        assert id(job) in self.issued, "a token of another executor"
-        self.issued.discard(id(job))
-        self.batches += 1
-        await self.inner.run_detached(job, func, args, done)
-
-    async def run(self, func: Callable[..., T], *args: Any) -> T:
-        return await self.inner.run(func, *args)
-
-    async def fit(self, func: Callable[..., Any], *args: Any) -> Any:
+    async def fit(
+        self, func: Callable[..., Any], *args: Any, on_step: Callable[[int], object] | None = None
+    ) -> Any:
         self.fits += 1
-        return await self.inner.fit(func, *args)
-
-    def ref(self, model: Any) -> Any:
-        return self.inner.ref(model)
+        return await super().fit(func, *args, on_step=on_step)
 
 
 def test_the_executors_are_executors() -> None:
-    """The three executors satisfy the Executor protocol, checked without an event loop."""
+    """The built-in executors and a user's are Executors; submit is the one abstract
+    method, so a subclass without it cannot be made."""
     for executor in (ThreadExecutor(), ProcessExecutor(max_workers=1), CountingExecutor()):
         assert isinstance(executor, Executor)
     assert not isinstance(object(), Executor)
+    assert Executor.__abstractmethods__ == frozenset({"submit"})
+
+    class Incomplete(Executor):
+        pass
+
+    with pytest.raises(TypeError, match="submit"):
+        Incomplete()  # type: ignore[abstract]
 
 
 async def test_an_executor_of_ones_own_serves_a_classifier() -> None:
-    """Any object with the Executor protocol's methods can run a classifier's work."""
+    """A subclass of Executor implementing only submit runs a classifier's work."""
     executor = CountingExecutor()
     clf = await AsyncClassifier(KeywordClassifier(), executor=executor).fit(TRAIN_X, TRAIN_Y)
     assert (await clf.classify("spam")).label == "spam"
@@ -304,9 +281,12 @@ async def test_a_batch_waiting_for_a_token_when_the_executor_changes_runs_on_the
     """set_params(executor=...) while a batch waits for a token: the batch gives back
     any token of the old executor and runs on the new one, with the new one's token."""
     log, gate = CallLog(), Gate()
-    old, new = CountingExecutor(), CountingExecutor()
     estimator = RecordingClassifier(log=log, gate=gate, block=["predict_proba"])
-    clf = AsyncClassifier(estimator, executor=old, limiter=anyio.CapacityLimiter(1))
+    old, new = (
+        CountingExecutor(anyio.CapacityLimiter(1)),
+        CountingExecutor(anyio.CapacityLimiter(1)),
+    )
+    clf = AsyncClassifier(estimator, executor=old)
     gate.release.set()
     await clf.fit(TRAIN_X, TRAIN_Y)
     gate.close()
@@ -321,7 +301,7 @@ async def test_a_batch_waiting_for_a_token_when_the_executor_changes_runs_on_the
             await gate.wait_entered()
             tasks.start_soon(call, "eggs")  # waits for the old executor's only token
             await wait_all_tasks_blocked()
-            clf.set_params(executor=new, limiter=anyio.CapacityLimiter(1))
+            clf.set_params(executor=new)
             gate.release.set()
     assert sorted(results) == ["eggs", "spam"]
     assert (old.batches, new.batches) == (1, 1)

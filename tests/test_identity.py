@@ -19,7 +19,8 @@ from sklearn.linear_model import SGDClassifier
 from sklearn.pipeline import make_pipeline
 
 import asyncclf
-from asyncclf import AsyncClassifier, FailedPrediction, PersistenceError, _work
+from asyncclf import AsyncClassifier, FailedPrediction, PersistenceError
+from asyncclf._work import fingerprint, training
 
 from .conftest import Classifiers
 from .fakes import TRAIN_X, TRAIN_Y, KeywordClassifier
@@ -107,12 +108,12 @@ async def test_the_id_does_not_depend_on_the_order_of_a_vocabulary() -> None:
     """The fingerprint reads a vocabulary in column order: rebuilt in another order
     (as load does), the model is the same model."""
     clf = await AsyncClassifier().fit(SENTENCES, TOPICS)
-    estimator = _work.served_copy(clf.estimator_)[0]
+    estimator = training.served_copy(clf.estimator_)[0]
     tfidf = estimator[0]
     tfidf.vocabulary_ = dict(reversed(list(tfidf.vocabulary_.items())))
-    assert _work.fingerprint(estimator) == clf.model_id
+    assert fingerprint.fingerprint(estimator) == clf.model_id
     tfidf.idf_ = tfidf.idf_ * 2  # what it learned: another model
-    assert _work.fingerprint(estimator) != clf.model_id
+    assert fingerprint.fingerprint(estimator) != clf.model_id
 
 
 async def test_every_answer_carries_the_id_of_the_model_that_gave_it(make: Classifiers) -> None:
@@ -217,8 +218,8 @@ def test_private_settings_still_tell_models_apart() -> None:
         )
         return steps.fit(SENTENCES, TOPICS)
 
-    assert _work.fingerprint(fitted(1)) != _work.fingerprint(fitted(50))
-    assert _work.fingerprint(fitted(1)) == _work.fingerprint(fitted(1))
+    assert fingerprint.fingerprint(fitted(1)) != fingerprint.fingerprint(fitted(50))
+    assert fingerprint.fingerprint(fitted(1)) == fingerprint.fingerprint(fitted(1))
 
 
 def scaled(features: Any, _factor: int = 1) -> Any:
@@ -237,4 +238,4 @@ async def test_a_model_the_fingerprint_cannot_read_still_fits_with_an_id_of_its_
     steps = make_pipeline(CountVectorizer(analyzer=character_pairs), SGDClassifier())
     clf = await AsyncClassifier(steps).fit(SENTENCES, TOPICS)
     assert re.fullmatch("[0-9a-f]{16}", clf.model_id)
-    assert _work.fingerprint(clf.estimator_) != clf.model_id
+    assert fingerprint.fingerprint(clf.estimator_) != clf.model_id

@@ -23,7 +23,8 @@ torch: Any = pytest.importorskip(
 pytest.importorskip("skorch", reason="asyncclf.neural needs skorch: pip install 'asyncclf[torch]'")
 pytest.importorskip("safetensors", reason="pip install 'asyncclf[torch]'")
 
-from asyncclf import AsyncClassifier, PersistenceError, _work, load_sms_spam  # noqa: E402
+from asyncclf import AsyncClassifier, PersistenceError, load_sms_spam  # noqa: E402
+from asyncclf._work import fingerprint, threads  # noqa: E402
 from asyncclf.neural import EmbeddingBagClassifier  # noqa: E402
 
 pytestmark = pytest.mark.anyio
@@ -162,7 +163,7 @@ async def test_a_network_has_a_stable_id_that_its_training_decides(
     """The same seeded fit gives the same id, read again the same; other data another."""
     first = await AsyncClassifier(network()).fit(*sms)
     second = await AsyncClassifier(network()).fit(*sms)
-    assert first.model_id == second.model_id == _work.fingerprint(first.estimator_)
+    assert first.model_id == second.model_id == fingerprint.fingerprint(first.estimator_)
     texts, labels = sms
     other = await AsyncClassifier(network()).fit(texts[:-50], labels[:-50])
     assert other.model_id != first.model_id
@@ -175,7 +176,7 @@ def test_torch_threads_are_capped_per_call_even_after_set_num_threads() -> None:
     before = torch.get_num_threads()
 
     def worker() -> None:
-        with _work._native_thread_cap(1):
+        with threads._native_thread_cap(1):
             inside = torch.get_num_threads()
         seen.append((inside, torch.get_num_threads()))
 
@@ -221,7 +222,11 @@ async def test_numpy_settings_save_and_hash_and_ngrams_are_bounded(
     id; word_ngrams beyond 8 (whose cost grows with its square) is refused."""
     estimator = network().set_params(n_buckets=np.int64(2**12), lr=np.float32(0.3))
     clf = await AsyncClassifier(estimator).fit(*sms)
-    assert _work.fingerprint(clf.estimator_) == _work.fingerprint(clf.estimator_) == clf.model_id
+    assert (
+        fingerprint.fingerprint(clf.estimator_)
+        == fingerprint.fingerprint(clf.estimator_)
+        == clf.model_id
+    )
     await clf.save(tmp_path / "numpy.model")
     assert (await AsyncClassifier.load(tmp_path / "numpy.model")).model_id == clf.model_id
     with pytest.raises(ValueError, match="word_ngrams must be at most 8"):

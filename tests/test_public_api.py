@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import sklearn.exceptions
 
 import asyncclf
@@ -37,6 +39,17 @@ def test_exported_names() -> None:
     ]
     for name in asyncclf.__all__:
         assert hasattr(asyncclf, name)
+
+
+def test_every_public_attribute_is_exported() -> None:
+    """``__all__`` is exactly the package's public attributes (its subpackages aside):
+    nothing leaks into the namespace unlisted (httpx's test_exported_members.py)."""
+    public = {
+        name
+        for name, value in vars(asyncclf).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert public == set(asyncclf.__all__) - {"__version__"}
 
 
 def test_exception_tree() -> None:

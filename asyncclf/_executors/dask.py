@@ -8,7 +8,7 @@ dependency (``pip install 'asyncclf[dask]'``), imported when the executor first 
 it, never when asyncclf is imported.
 
 A model version crosses to the cluster once: the first batch that needs it packs it
-(``_work.pack``), pickles it to bytes and scatters those to every worker. A task names
+(``packing.pack``), pickles it to bytes and scatters those to every worker. A task names
 its versions by key (a :class:`DaskModel`); a worker that holds a version unpickled
 runs it at once, and one that does not says so, and gets the task again with the
 scattered future among its top-level arguments, which Dask resolves to the bytes (a
@@ -16,23 +16,21 @@ future inside the batch's ``functools.partial`` would not be). So each worker un
 a version once, and needs its bytes again only if it lost it (restarted, or two newer
 versions since), however few copies of them Dask's memory manager keeps.
 
-The bottom half of this module is what runs in a Dask worker: top-level, synchronous
-functions and a small picklable handle, like ``_work``.
+What runs in a Dask worker is in ``asyncclf._work.cluster``.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import importlib.util
 import math
-import pickle
 import sys
 import threading
 import time
 import uuid
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -42,10 +40,11 @@ import anyio.to_thread
 import sklearn
 from typing_extensions import Self
 
-from . import _work
-from ._errors import AsyncClfError, InvalidParameterError
-from ._executors import Job, PerRun, ThreadExecutor, available_cpus
-from ._work import ModelHandle
+from .._errors import AsyncClfError, InvalidParameterError
+from .._work import packing, training, transport
+from .._work.cluster import DaskModel, Missing, run_in_worker
+from .._work.threads import Call
+from .base import _POOL, Executor, Job, PerRun, available_cpus
 
 __all__ = ["DaskExecutor"]
 
@@ -54,7 +53,7 @@ T = TypeVar("T")
 _INSTALL = "DaskExecutor needs dask.distributed: pip install 'asyncclf[dask]'."
 
 
-class DaskExecutor(ThreadExecutor):
+class DaskExecutor(Executor):
     """Run prediction batches and fits on a Dask ``distributed`` cluster.
 
     Each prediction batch is one Dask task and each fit another, so the estimator runs
@@ -205,9 +204,6 @@ class DaskExecutor(ThreadExecutor):
         await self._ready()
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
     async def aclose(self) -> None:
         """Release the models sent to the cluster and close the client if we made it.
 
@@ -218,6 +214,7 @@ class DaskExecutor(ThreadExecutor):
         # The versions are taken on the event loop, where ``ref`` adds them.
         shipments = list(self._shipments.values())
         self._shipments.clear()
+        await super().aclose()
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self._close, shipments, limiter=self._threads.get())
 
@@ -243,28 +240,32 @@ class DaskExecutor(ThreadExecutor):
             shipment = self._shipments[model] = _Shipment(model.estimator)
         return shipment
 
-    def _call(
-        self,
-        config: dict[str, Any],
-        threads: int,
-        func: Callable[..., T],
-        args: tuple[Any, ...],
-        token: anyio.lowlevel.EventLoopToken,
-    ) -> T:
-        # In a thread of asyncclf's pool: submit the batch and wait for its result.
-        result: T = self._on_cluster("batch", config, threads, func, args, retries=1)
-        return result
+    def submit(self, call: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Run ``call()`` (a batch) as a Dask task, waited for in a thread of asyncclf's
+        pool."""
+        assert isinstance(call, Call), "a call made by Executor.call()"
+        return _POOL.submit(
+            self._on_cluster, "batch", call.config, call.threads, call.func, call.args, retries=1
+        )
 
-    async def fit(self, func: Callable[..., Any], *args: Any) -> Any:
+    async def fit(
+        self,
+        func: Callable[..., Any],
+        *args: Any,
+        on_step: Callable[[int], object] | None = None,
+    ) -> Any:
         """Fit on the cluster; cancelling cancels the Dask future and returns at once.
 
-        The worker returns the model packed (``_work.fit_packed``); it is unpacked in a
+        ``on_step`` is not called: the steps end on the cluster.
+
+        The worker returns the model packed (``training.fit_packed``); it is unpacked in a
         thread, so no large unpickling holds the event loop.
         """
         packed: dict[Callable[..., Any], Callable[..., Any]] = {
-            _work.fit: _work.fit_packed,
-            _work.partial_fit: _work.partial_fit_packed,
+            training.fit: training.fit_packed,
+            training.partial_fit: training.partial_fit_packed,
         }
+        self._check_open()
         await self._ready()
         submission = _Submission()
         config, threads = sklearn.get_config(), self.native_threads
@@ -290,7 +291,9 @@ class DaskExecutor(ThreadExecutor):
                 # that this call returns at once; the abandoned thread then ends too.
                 threading.Thread(target=submission.cancel, daemon=True).start()
                 raise
-        fitted = await anyio.to_thread.run_sync(_work.unpack, content, limiter=self._threads.get())
+        fitted = await anyio.to_thread.run_sync(
+            packing.unpack, content, limiter=self._threads.get()
+        )
         # Cancelled while the model was unpacked: the caller must not swap it in.
         await anyio.lowlevel.checkpoint_if_cancelled()
         return fitted
@@ -386,7 +389,7 @@ class DaskExecutor(ThreadExecutor):
                 send = True
                 continue
             self._follow(client)
-            answer: T = _work.returned(result)
+            answer: T = transport.returned(result)
             return answer
 
 
@@ -467,98 +470,6 @@ class _Submission:
                 future.cancel()
 
 
-# -- what runs in a Dask worker ------------------------------------------------------
-
-
-class DaskModel(ModelHandle):
-    """A model version as a task names it: a key, resolved from the worker's cache.
-
-    :func:`run_in_worker` puts the versions a task names in reach of this thread
-    before the task runs, so a batch carries this handle, never the model.
-    """
-
-    __slots__ = ()
-
-    def __init__(self, key: str) -> None:
-        super().__init__(key, "")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return DaskModel, (self.key,)
-
-    def resolve(self) -> Any:
-        """Return the model version this handle names, unpacked once in this worker."""
-        models: dict[str, Any] = getattr(_CURRENT, "models", {})
-        try:
-            return models[self.key]
-        except KeyError:
-            msg = f"The model version {self.key} was not sent with this task."
-            raise AsyncClfError(msg) from None
-
-
-class Missing:
-    """What a task answers when its worker does not hold a model version it names."""
-
-    __slots__ = ()
-
-
-_CURRENT = threading.local()
-"""The models the task running in this worker thread names, by key."""
-
-_UNPACKED: OrderedDict[str, Any] = OrderedDict()
-"""The model versions this worker process holds unpacked, least recently used first."""
-
-_UNPACKED_LOCK = threading.Lock()
-
-
-def _unpacked(key: str, content: bytes | None) -> Any:
-    """The model version ``key``, from this worker's cache, or unpacked from
-    ``content`` and kept; None if neither has it."""
-    with _UNPACKED_LOCK:
-        model = _UNPACKED.get(key)
-        if model is not None:
-            _UNPACKED.move_to_end(key)
-        elif content is not None:
-            model = _UNPACKED[key] = _work.unpack(pickle.loads(content))
-            while len(_UNPACKED) > ModelHandle.KEEP:
-                _UNPACKED.popitem(last=False)
-        return model
-
-
-def run_in_worker(
-    config: dict[str, Any],
-    threads: int,
-    func: Callable[..., T],
-    args: tuple[Any, ...],
-    keys: tuple[str, ...],
-    models: dict[str, bytes],
-) -> T | _work.Raised | Missing:
-    """Run ``func(*args)`` as :func:`~asyncclf._work.call_portable` does, in a Dask
-    worker, with the model versions named by ``keys`` at hand: what it raises comes
-    back whole, as a value.
-
-    They come from this worker's cache, or from ``models`` (their bytes, resolved by
-    Dask) when given. Returns :class:`Missing` if a version is in neither.
-    """
-    loaded = {}
-    for key in keys:
-        model = _unpacked(key, models.get(key))
-        if model is None:
-            return Missing()
-        loaded[key] = model
-    _CURRENT.models = loaded
-    try:
-        return _work.call_portable(config, threads, func, args)
-    except Exception:  # pragma: no cover - call_portable returns what it raises
-        raise
-    except BaseException as exc:
-        # SystemExit or KeyboardInterrupt from estimator code: fail the task, not the
-        # worker (its cause would not survive the trip back, so it is in the message).
-        msg = f"The Dask worker was interrupted by {exc!r}."
-        raise AsyncClfError(msg) from None
-    finally:
-        _CURRENT.models = {}
-
-
 # -- a model version on its way to the cluster ---------------------------------------
 
 
@@ -589,7 +500,7 @@ class _Shipment(DaskModel):
             if self._future is None or self._future.status != "finished":
                 # Dask's own pickling: cloudpickle for what plain pickle would name by
                 # reference but a worker cannot import (classes defined in __main__).
-                content = _distributed("protocol.pickle").dumps(_work.pack(self._estimator))
+                content = _distributed("protocol.pickle").dumps(packing.pack(self._estimator))
                 [self._future] = client.scatter([content], broadcast=True, hash=False)
             return self._future
 
