@@ -1,6 +1,6 @@
 """asyncclf: async text classification with scikit-learn, on asyncio and trio."""
 
-from ._classifier import AsyncClassifier, default_estimator, online_estimator
+from ._classifier import AsyncClassifier
 from ._demo import load_sms_spam
 from ._errors import (
     AsyncClfError,
@@ -15,6 +15,7 @@ from ._executors.base import Executor
 from ._executors.dask import DaskExecutor
 from ._executors.processes import ProcessExecutor
 from ._executors.threads import ThreadExecutor
+from ._model import default_estimator, online_estimator
 from ._types import (
     BatchStatistics,
     FailedPrediction,

@@ -33,7 +33,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from ._classifier import AsyncClassifier, online_estimator
+from ._classifier import AsyncClassifier
 from ._cli_io import (
     CommandError,
     Output,
@@ -50,7 +50,7 @@ from ._cli_io import (
 )
 from ._errors import AsyncClfError, PersistenceError
 from ._executors.processes import ProcessExecutor
-from ._model import final_step
+from ._model import final_step, online_estimator
 from ._types import LearnReport
 from ._version import __version__
 
