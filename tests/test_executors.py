@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 import shutil
@@ -38,6 +39,7 @@ from .fakes import (
     RecordingClassifier,
     SlowFitClassifier,
     SlowPredictClassifier,
+    TroubleClassifier,
     settle,
 )
 from .own_executor import OwnThreadsExecutor
@@ -344,3 +346,27 @@ def test_a_script_without_a_main_guard_gets_a_clear_error(tmp_path: Path) -> Non
     ][-1]
     assert raised.startswith("asyncclf._errors.AsyncClfError: ProcessExecutor was created")
     assert 'if __name__ == "__main__":' in raised
+
+
+class PoolExecutor(Executor):
+    """A user's executor over any concurrent.futures pool, as docs/scaling.md shows."""
+
+    def __init__(self, pool: concurrent.futures.Executor) -> None:
+        super().__init__(anyio.CapacityLimiter(2))
+        self.pool = pool
+
+    def submit(self, call: Callable[[], T]) -> concurrent.futures.Future[T]:
+        return self.pool.submit(call)
+
+
+async def test_a_process_pool_of_ones_own_serves_a_classifier() -> None:
+    """A concurrent.futures ProcessPoolExecutor behind the seam fits, classifies in
+    batches, and fails only the text the estimator fails on."""
+    with concurrent.futures.ProcessPoolExecutor(2) as pool:
+        async with AsyncClassifier(TroubleClassifier(), executor=PoolExecutor(pool)) as clf:
+            await clf.fit(TRAIN_X, TRAIN_Y)
+            assert (await clf.classify("spam")).label == "spam"
+            async with clf.stream(["ham", "boom", "eggs"], on_error="yield") as results:
+                answers = [p async for p in results]
+            assert [p.ok for p in answers] == [True, False, True]
+            assert [p.label for p in answers if p.ok] == ["ham", "eggs"]
