@@ -337,3 +337,36 @@ def test_integer_and_boolean_labels_work_end_to_end(
     status, out, _ = run([*go, "eval", str(target), str(data)], capsys)
     assert status == 0
     assert float(out.split("accuracy: ")[1].split()[0]) > 0.9
+
+
+def test_train_seed_chooses_the_held_out_split(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    """--seed picks the held-out examples: a seed always gives the same report, and
+    seeds differ; named fields are read on either backend."""
+    rows = [("free prize", 1), ("win cash", 1), ("cash prize", 1), ("free cash", 1)]
+    rows += [("see you", 0), ("love you", 0), ("see mum", 0), ("love mum", 0)]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"t": t, "y": y}) + "\n" for t, y in rows), "utf-8")
+
+    def held_out(seed: int) -> str:
+        args = ["train", str(data), "-o", str(tmp_path / "m.skops"), "--holdout", "0.5"]
+        fields = ["--text-field", "t", "--label-field", "y", "--seed", str(seed)]
+        status, out, err = run(["--backend", backend, *args, *fields], capsys)
+        assert (status, err) == (0, "")
+        (line,) = [line for line in out.splitlines() if line.startswith("held-out accuracy")]
+        return line
+
+    reports = [held_out(seed) for seed in range(6)]
+    assert held_out(3) == reports[3]
+    assert all(f"seed {seed})" in report for seed, report in enumerate(reports) if "(4" in report)
+    assert len({report.split(" (")[0] for report in reports}) > 1  # different splits
+
+
+def test_demo_runs_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    """demo trains, classifies concurrently and reports (on asyncio here; test_demo.py
+    runs it on trio and as python -m asyncclf demo)."""
+    status, out, err = run(["demo"], capsys)
+    assert (status, err) == (0, "")
+    assert "SMS Spam Collection: 5574 messages, 747 spam" in out
+    assert "concurrent classify() calls" in out

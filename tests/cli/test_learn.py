@@ -145,13 +145,16 @@ def test_learn_saves_the_last_model_whatever_checkpoint_every(
 
 
 def test_learn_reads_stdin(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    backend: str,
 ) -> None:
     """learn - reads the examples from stdin, with named fields."""
     rows = [{"t": row["text"], "y": row["label"]} for row in labelled(30)]
     monkeypatch.setattr(sys, "stdin", io.StringIO("".join(json.dumps(r) + "\n" for r in rows)))
     target = tmp_path / "online.skops"
-    args = ["learn", "-", "-o", str(target), "--classes", "ham", "spam"]
+    args = ["--backend", backend, "learn", "-", "-o", str(target), "--classes", "ham", "spam"]
     status, out, err = run([*args, "--text-field", "t", "--label-field", "y"], capsys)
     assert (status, err) == (0, "")
     header, _, summary = learned(out)
@@ -298,3 +301,24 @@ def test_learn_draws_a_bar_with_the_accuracy_on_a_terminal(
     assert status == 0
     assert re.search(r"learn: 60 examples .*accuracy \d\.\d{3}, last 10: 1\.000, version 1", err)
     assert learned(out)[2][1] == "60"  # stdout is no terminal: the lines are printed too
+
+
+def test_learn_workers_and_trusted_reach_the_model(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    recorded: list[AsyncClassifier[Any]],
+    backend: str,
+) -> None:
+    """learn --workers N gives its model an N-token limiter, new or --from a file loaded
+    with --trusted."""
+    data = write_jsonl(tmp_path / "stream.jsonl", labelled(20))
+    first = tmp_path / "first.skops"
+    go = ["--backend", backend, "learn", str(data)]
+    new = ["-o", str(first), "--classes", "spam", "ham", "--executor", "threads"]
+    status, _, err = run([*go, *new, "--workers", "2"], capsys)
+    assert (status, err) == (0, "")
+    args = [*go, "-o", str(tmp_path / "second.skops"), "--from", str(first), "--workers", "3"]
+    status, _, err = run([*args, "--trusted", "tests.fakes.KeywordClassifier"], capsys)
+    assert (status, err) == (0, "")
+    assert [clf.executor for clf in recorded] == ["threads"] * 2
+    assert [getattr(clf.limiter, "total_tokens", None) for clf in recorded] == [2, 3]

@@ -224,12 +224,12 @@ def test_where_keeps_only_records_matching_every_condition(
 
 @pytest.mark.parametrize("command", ALL_COMMANDS)
 def test_where_filters_before_fields_are_checked_in_every_command(
-    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], backend: str, command: str
 ) -> None:
     """Every command reads only the --where records; others may lack the label."""
     data = write_jsonl(tmp_path / "d.jsonl", WHERE_ROWS)
     args = command_args(command, model, str(data), tmp_path)
-    status, out, err = run([*args, "--where", "split=train"], capsys)
+    status, out, err = run(["--backend", backend, *args, "--where", "split=train"], capsys)
     assert (status, err) == (0, "")
     expected = {
         "train": f"read 5 examples from {data} where split=train, 2 classes:",

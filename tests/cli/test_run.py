@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import errno
 import importlib
+import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,3 +89,18 @@ def test_the_installed_script_and_python_m_run_main(monkeypatch: pytest.MonkeyPa
     with pytest.raises(SystemExit) as version:
         runpy.run_module("asyncclf", run_name="__main__")
     assert version.value.code == 0
+
+
+def test_trio_missing_gives_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--backend trio without trio installed exits 1 in one line saying what to install."""
+    find_spec = importlib.util.find_spec
+
+    def without_trio(name: str, package: str | None = None) -> Any:
+        return None if name == "trio" else find_spec(name, package)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_trio)
+    status, out, err = run(["--backend", "trio", "classify", str(tmp_path / "m")], capsys)
+    assert (status, out) == (1, "")
+    assert one_error(err) == "trio is not installed; 'pip install trio' first."
