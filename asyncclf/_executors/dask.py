@@ -1,9 +1,9 @@
 """Run the estimator on a Dask ``distributed`` cluster, behind the executor seam.
 
-:class:`DaskExecutor` is a :class:`~asyncclf._executors.ThreadExecutor` whose
-``_call`` (a prediction batch, already in a thread of asyncclf's pool) and ``fit``
-submit the work to a Dask cluster through a synchronous ``distributed.Client``, called
-only from threads, so it serves asyncio and trio alike. ``distributed`` is an optional
+:class:`DaskExecutor` is an :class:`~asyncclf.Executor` whose ``submit`` (a
+prediction batch, waited for in a thread of asyncclf's pool) and ``fit`` send the work
+to a Dask cluster through a synchronous ``distributed.Client``, called only from
+threads, so it serves asyncio and trio alike. ``distributed`` is an optional
 dependency (``pip install 'asyncclf[dask]'``), imported when the executor first needs
 it, never when asyncclf is imported.
 
@@ -16,7 +16,8 @@ future inside the batch's ``functools.partial`` would not be). So each worker un
 a version once, and needs its bytes again only if it lost it (restarted, or two newer
 versions since), however few copies of them Dask's memory manager keeps.
 
-What runs in a Dask worker is in ``asyncclf._work.cluster``.
+What runs in a Dask worker is in ``asyncclf._work.cluster``; the parent side's parts
+(shipments, submissions, errors) in ``dask_parts``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import anyio
@@ -42,15 +43,23 @@ from typing_extensions import Self
 
 from .._errors import AsyncClfError, InvalidParameterError
 from .._work import packing, training, transport
-from .._work.cluster import DaskModel, Missing, run_in_worker
+from .._work.cluster import Missing, run_in_worker
 from .._work.threads import Call
 from .base import _POOL, Executor, Job, PerRun, available_cpus
+from .dask_parts import (
+    INSTALL,
+    Shipment,
+    Submission,
+    close_client,
+    distributed_module,
+    reaching,
+    scatter_lists,
+    shipments_in,
+)
 
 __all__ = ["DaskExecutor"]
 
 T = TypeVar("T")
-
-_INSTALL = "DaskExecutor needs dask.distributed: pip install 'asyncclf[dask]'."
 
 
 class DaskExecutor(Executor):
@@ -91,7 +100,7 @@ class DaskExecutor(Executor):
         self, client_or_address: Any, limiter: anyio.CapacityLimiter | None = None
     ) -> None:
         if importlib.util.find_spec("distributed") is None:
-            raise ModuleNotFoundError(_INSTALL, name="distributed")
+            raise ModuleNotFoundError(INSTALL, name="distributed")
         self._client: Any = None
         if isinstance(client_or_address, str):
             if not client_or_address.strip():
@@ -121,7 +130,7 @@ class DaskExecutor(Executor):
         self._waiting: set[Any] = set()
         self._lock = threading.Lock()
         self._finalizer: weakref.finalize[Any, Any] | None = None
-        self._shipments: weakref.WeakKeyDictionary[Any, _Shipment] = weakref.WeakKeyDictionary()
+        self._shipments: weakref.WeakKeyDictionary[Any, Shipment] = weakref.WeakKeyDictionary()
         super().__init__(limiter)
 
     FOLLOW_EVERY = 2.0
@@ -153,14 +162,14 @@ class DaskExecutor(Executor):
                 raise AsyncClfError(msg)
             if self._client is None:
                 try:
-                    client = _distributed().Client(
+                    client = distributed_module().Client(
                         self.address, asynchronous=False, set_as_default=False
                     )
                 except Exception as exc:
                     msg = f"Could not connect to the Dask scheduler at {self.address!r}: {exc}"
                     raise AsyncClfError(msg) from exc
                 self._client = client
-                self._finalizer = weakref.finalize(self, _close_client, client)
+                self._finalizer = weakref.finalize(self, close_client, client)
             if self._nthreads is None:
                 self._count_threads(self._client)
             return self._client
@@ -218,7 +227,7 @@ class DaskExecutor(Executor):
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self._close, shipments, limiter=self._threads.get())
 
-    def _close(self, shipments: list[_Shipment]) -> None:
+    def _close(self, shipments: list[Shipment]) -> None:
         with self._lock:
             self._closed = True
             finalizer, self._finalizer = self._finalizer, None
@@ -237,7 +246,7 @@ class DaskExecutor(Executor):
         """A handle naming ``model`` to the workers; it is scattered on first use."""
         shipment = self._shipments.get(model)
         if shipment is None:
-            shipment = self._shipments[model] = _Shipment(model.estimator)
+            shipment = self._shipments[model] = Shipment(model.estimator)
         return shipment
 
     def submit(self, call: Callable[[], T]) -> concurrent.futures.Future[T]:
@@ -267,7 +276,7 @@ class DaskExecutor(Executor):
         }
         self._check_open()
         await self._ready()
-        submission = _Submission()
+        submission = Submission()
         config, threads = sklearn.get_config(), self.native_threads
         async with self.limiter:
             try:
@@ -307,7 +316,7 @@ class DaskExecutor(Executor):
         args: tuple[Any, ...],
         *,
         retries: int,
-        submission: _Submission | None = None,
+        submission: Submission | None = None,
     ) -> T:
         """Submit ``func(*args)`` as a Dask task and return its result (in a thread).
 
@@ -318,17 +327,17 @@ class DaskExecutor(Executor):
         A task cancelled by the cluster (its model's bytes were lost with the workers
         holding them) is submitted once more, after sending them again.
         """
-        distributed = _distributed()
+        distributed = distributed_module()
         client = self._connect()
-        shipments = _shipments_in(args)
+        shipments = shipments_in(args)
         keys = tuple(shipment.key for shipment in shipments)
         if what == "fit":
-            with _reaching(self.address):
-                args = _scatter_lists(client, args)
+            with reaching(self.address):
+                args = scatter_lists(client, args)
         send = any(not shipment.sent for shipment in shipments)
         resent = False
         while True:
-            with _reaching(self.address):
+            with reaching(self.address):
                 models = {s.key: s.scattered(client) for s in shipments} if send else {}
                 future = client.submit(
                     run_in_worker,
@@ -352,7 +361,7 @@ class DaskExecutor(Executor):
                     raise AsyncClfError(msg)
                 self._waiting.add(future)
             try:
-                with _reaching(self.address):
+                with reaching(self.address):
                     result: Any = future.result()
             except distributed.KilledWorker as exc:
                 msg = (
@@ -391,125 +400,3 @@ class DaskExecutor(Executor):
             self._follow(client)
             answer: T = transport.returned(result)
             return answer
-
-
-@contextlib.contextmanager
-def _reaching(address: str) -> Iterator[None]:
-    """Turn the client's failure to reach the scheduler into an ``AsyncClfError``."""
-    try:
-        yield
-    except (OSError, _distributed("client").ClosedClientError) as exc:
-        msg = f"The Dask scheduler at {address!r} cannot be reached: {exc}"
-        raise AsyncClfError(msg) from exc
-
-
-def _shipments_in(args: tuple[Any, ...]) -> list[_Shipment]:
-    """The model versions named in ``args``: directly, or by a batch's partial."""
-    found: list[_Shipment] = []
-    for arg in args:
-        inner = arg.args if isinstance(arg, functools.partial) else (arg,)
-        found.extend(item for item in inner if isinstance(item, _Shipment))
-    return found
-
-
-def _scatter_lists(client: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
-    """``args`` with its lists (a fit's texts and labels) scattered: Dask resolves the
-    futures in the worker, and the task stays small (Dask warns past 10 MB)."""
-    at = [i for i, arg in enumerate(args) if isinstance(arg, list)]
-    if not at:
-        return args
-    futures = client.scatter([args[i] for i in at], hash=False)
-    replaced = list(args)
-    for i, future in zip(at, futures, strict=True):
-        replaced[i] = future
-    return tuple(replaced)
-
-
-def _distributed(module: str = "") -> Any:
-    """``distributed`` (or its ``module``), imported on first use: an optional extra."""
-    try:
-        return importlib.import_module(f"distributed.{module}" if module else "distributed")
-    except ImportError as exc:
-        raise ModuleNotFoundError(_INSTALL, name="distributed") from exc
-
-
-def _close_client(client: Any) -> None:
-    with contextlib.suppress(Exception):
-        client.close()
-
-
-class _Submission:
-    """A fit's Dask future, so that a cancelled caller can cancel it from any thread."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._future: Any = None
-        self._cancelled = False
-
-    def started(self, future: Any) -> bool:
-        """Record ``future``; False (and cancel it) if the caller was cancelled first."""
-        with self._lock:
-            self._future = future
-            if not self._cancelled:
-                return True
-        future.cancel()
-        return False
-
-    @property
-    def cancelled(self) -> bool:
-        """Whether the caller was cancelled."""
-        return self._cancelled
-
-    def cancel(self) -> None:
-        """Cancel the future, now or as soon as it is submitted."""
-        with self._lock:
-            self._cancelled = True
-            future = self._future
-        if future is not None:
-            with contextlib.suppress(Exception):
-                future.cancel()
-
-
-# -- a model version on its way to the cluster ---------------------------------------
-
-
-class _Shipment(DaskModel):
-    """A model version sent to the cluster once, on demand, as pickled packed bytes.
-
-    Pickled, it is a :class:`DaskModel` (its key). It keeps the estimator (the served
-    model holds it anyway), so a version lost with every worker holding it is sent
-    again. The scattered data is released when the served model is gone.
-    """
-
-    __slots__ = ("_estimator", "_future", "_lock")
-
-    def __init__(self, estimator: Any) -> None:
-        super().__init__(uuid.uuid4().hex)
-        self._estimator = estimator
-        self._future: Any = None
-        self._lock = threading.Lock()
-
-    @property
-    def sent(self) -> bool:
-        """Whether the model's bytes were scattered to the cluster (and not forgotten)."""
-        return self._future is not None
-
-    def scattered(self, client: Any) -> Any:
-        """The future of the model's bytes on the cluster, scattered if needed (in a thread)."""
-        with self._lock:
-            if self._future is None or self._future.status != "finished":
-                # Dask's own pickling: cloudpickle for what plain pickle would name by
-                # reference but a worker cannot import (classes defined in __main__).
-                content = _distributed("protocol.pickle").dumps(packing.pack(self._estimator))
-                [self._future] = client.scatter([content], broadcast=True, hash=False)
-            return self._future
-
-    def forget(self, future: Any) -> None:
-        """Scatter the bytes again next time, unless another task did since ``future``."""
-        with self._lock:
-            if self._future is future:
-                self._future = None
-
-    def release(self) -> None:
-        with self._lock:
-            self._future = None

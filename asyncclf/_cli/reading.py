@@ -1,32 +1,31 @@
-"""Input and output of the ``asyncclf`` command: exact lines in, valid JSON out.
+"""Read the command's input: exact lines in, texts and labelled examples out.
 
 Input is read in binary, in bounded chunks, in a worker thread, decompressed when it
 starts with gzip's magic bytes, and split on ``\n`` only (a lone ``\r`` stays in its
 text); a BOM is dropped; invalid UTF-8, bad JSON and bad fields become a
 :class:`CommandError` naming the file and line. Blank lines are skipped and counted, and
-JSON records are kept or left out by ``--where``, in a :class:`Reading`. Output is JSON
-that never holds NaN, written so that a refused write is one line too.
+JSON records are kept or left out by ``--where``, in a :class:`Reading`.
 """
 
 from __future__ import annotations
 
 import codecs
 import gzip
-import importlib.util
 import io
 import json
-import math
 import os
 import sys
 import zlib
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Sequence
-from contextlib import AbstractContextManager, aclosing, nullcontext
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import IO, Any
 
 import anyio
 import anyio.to_thread
+
+from .errors import CommandError, failure
 
 _READ_CHUNK = 1 << 16
 """Most bytes of input read per worker-thread call."""
@@ -42,30 +41,9 @@ _BLANK = " \t\r\n"
 no-break space or a form feed, is text, which the library classifies too."""
 
 
-class CommandError(Exception):
-    """An error to print as one line and exit with status 1."""
-
-
 def display_name(path: str) -> str:
+    """The name errors give the input ``path``: ``<stdin>`` for ``-``."""
     return "<stdin>" if path == "-" else path
-
-
-def about(name: str, exc: BaseException) -> CommandError:
-    """Return a CommandError for ``exc`` about the file ``name``, without repeating it."""
-    message = str(exc) or type(exc).__name__
-    if message.startswith(name + " "):
-        message = message[len(name) + 1 :]
-    return CommandError(f"{name}: {message}")
-
-
-def failure(exc: BaseException | None) -> str:
-    """Describe an exception raised by the estimator (or anything unexpected)."""
-    if exc is None:
-        return "unknown error"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-# -- input -------------------------------------------------------------------------------
 
 
 class _Prefixed:
@@ -405,85 +383,3 @@ async def read_examples(
             if kind is None:
                 first, kind = lineno, label_kind(label)
             yield lineno, text, label
-
-
-# -- progress and output ---------------------------------------------------------------
-
-
-def progress_bar(
-    description: str, total: int | None = None, unit: str = " texts"
-) -> AbstractContextManager[Any]:
-    """A tqdm bar on stderr when it is a terminal and tqdm is installed; else nothing."""
-    if not sys.stderr.isatty() or importlib.util.find_spec("tqdm") is None:
-        return nullcontext(None)
-    from tqdm.auto import tqdm
-
-    return tqdm(desc=description, total=total, unit=unit, file=sys.stderr)  # type: ignore[no-any-return]
-
-
-def _plain(value: Any) -> Any:
-    """Turn a numpy scalar into the Python scalar ``json`` can write."""
-    item = getattr(value, "item", None)
-    if callable(item):
-        return item()
-    msg = f"{type(value).__name__} is not JSON serializable"
-    raise TypeError(msg)
-
-
-class Output:
-    """Standard output: JSON records and lines of text, with write errors as one line."""
-
-    def __init__(self, file: IO[str]) -> None:
-        self.file = file
-
-    def line(self, text: str) -> None:
-        """Write ``text`` and a newline; escape what the output's encoding cannot hold."""
-        try:
-            self._write(text + "\n")
-        except UnicodeEncodeError:
-            encoding = getattr(self.file, "encoding", None) or "utf-8"
-            self._write(text.encode(encoding, "backslashreplace").decode(encoding) + "\n")
-
-    def record(self, record: dict[str, Any], where: str) -> None:
-        """Write ``record`` as one line of strict JSON (no NaN), about the input ``where``."""
-        try:
-            line = json.dumps(record, ensure_ascii=False, allow_nan=False, default=_plain)
-        except (TypeError, ValueError) as exc:
-            msg = f"{where}: cannot write the result as JSON ({exc})"
-            raise CommandError(msg) from None
-        try:
-            self._write(line + "\n")
-        except UnicodeEncodeError:  # e.g. a lone surrogate in a text: escape it
-            self._write(json.dumps(record, allow_nan=False, default=_plain) + "\n")
-
-    def flush(self) -> None:
-        """Flush, so that a write error is reported here rather than at exit."""
-        self._write(None)
-
-    def _write(self, text: str | None) -> None:
-        try:
-            if text is None:
-                self.file.flush()
-            else:
-                self.file.write(text)
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            msg = f"<stdout>: cannot write: {exc.strerror or exc}"
-            raise CommandError(msg) from None
-
-
-def check_score(score: float, where: str) -> None:
-    if not math.isfinite(score):
-        msg = f"{where}: the model gave the score {score}, not a finite number"
-        raise CommandError(msg)
-
-
-def answer(result: Any, where: str) -> tuple[Any, float]:
-    """Return the label and score of a stream's result, or fail naming ``where``."""
-    error = getattr(result, "error", None)
-    if not result.ok or error is not None:
-        msg = f"{where}: the model failed on this text: {failure(error)}"
-        raise CommandError(msg)
-    check_score(result.score, where)
-    return result.label, result.score

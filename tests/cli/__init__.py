@@ -1,0 +1,1 @@
+"""Tests of the asyncclf command line, one file a module of asyncclf._cli."""
