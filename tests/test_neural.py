@@ -8,6 +8,7 @@ import copy
 import inspect
 import json
 import random
+import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
@@ -224,6 +225,15 @@ def test_importing_without_torch_names_the_extra(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(ImportError, match=r"pip install 'asyncclf\[torch\]'"):
         import asyncclf.neural  # noqa: F401
+
+
+def test_importing_asyncclf_does_not_import_torch() -> None:
+    """torch is an optional extra: importing asyncclf leaves it, skorch, safetensors
+    and asyncclf.neural unimported."""
+    names = ["torch", "skorch", "safetensors", "asyncclf.neural"]
+    code = f"import sys, asyncclf; print([name in sys.modules for name in {names!r}])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == str([False] * len(names))
 
 
 def test_fit_predicts_and_predict_is_the_argmax_of_predict_proba(
