@@ -26,7 +26,6 @@ import os
 import re
 import secrets
 import stat
-import struct
 import warnings
 import zipfile
 from collections.abc import Hashable, Iterable, Sequence
@@ -342,17 +341,7 @@ def _dump_network(estimator: Any, header: dict[str, Any]) -> bytes:
 
 def _parse_network(source: Path, data: bytes, allowed: set[str]) -> tuple[Any, int, dict[str, Any]]:
     """Check and load a network file; malformed content may raise any Exception."""
-    if len(data) < 8:
-        msg = f"{source} is not a readable asyncclf model file ({len(data)} bytes)."
-        raise PersistenceError(msg)
-    (size,) = struct.unpack("<Q", data[:8])
-    if size > len(data) - 8:
-        msg = (
-            f"{source} is not a readable asyncclf model file: neither a skops archive "
-            f"nor a network file, or truncated."
-        )
-        raise PersistenceError(msg)
-    metadata = json.loads(data[8 : 8 + size]).get("__metadata__") or {}
+    metadata = _safetensors_metadata(source, data)
     if FORMAT not in metadata:
         msg = f"{source} is not an asyncclf model (no asyncclf header)."
         raise PersistenceError(msg)
@@ -376,6 +365,26 @@ def _parse_network(source: Path, data: bytes, allowed: set[str]) -> tuple[Any, i
     arrays = safetensors.numpy.load(data)
     estimator = estimator_type._asyncclf_restore_(json.loads(metadata["description"]), arrays)
     return _check_estimator(source, estimator, header)
+
+
+def _safetensors_metadata(source: Path, data: bytes) -> dict[str, str]:
+    """The metadata in the header of the safetensors file ``data`` (an 8-byte
+    little-endian size, then that many bytes of JSON): the one parser of a network
+    file's header (safetensors parses the file again for the weights).
+
+    Raises:
+        PersistenceError: ``data`` is too short for the header it declares.
+        ValueError: the header is not JSON (as any malformed content may raise).
+    """
+    size = int.from_bytes(data[:8], "little")
+    if len(data) < 8 or size > len(data) - 8:
+        msg = (
+            f"{source} is not a readable asyncclf model file: neither a skops archive "
+            f"nor a network file, or truncated ({len(data)} bytes)."
+        )
+        raise PersistenceError(msg)
+    metadata: dict[str, str] = json.loads(data[8 : 8 + size]).get("__metadata__") or {}
+    return metadata
 
 
 def _check_header(source: Path, header: Any) -> dict[str, Any]:
