@@ -26,14 +26,12 @@ import itertools
 import math
 import os
 import time
-from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Hashable, Iterable
 from contextlib import aclosing, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.lowlevel
-import numpy as np
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from sklearn.base import clone
 
@@ -44,9 +42,10 @@ from ._errors import (
 )
 from ._model import require_partial_fit
 from ._progress import Reporter
+from ._progressive import Classes, Score, example
 from ._streams import _iterate, _Raise, check_source
 from ._types import LearnReport, Progress
-from ._validation import _describe, check_labels, check_text, label_kind
+from ._validation import check_labels
 from ._work import training
 
 if TYPE_CHECKING:
@@ -69,70 +68,6 @@ def _positive(name: str, value: object) -> int:
         msg = f"{name} must be an int >= 1, not {value!r}."
         raise InvalidParameterError(msg)
     return value
-
-
-class _Classes:
-    """The classes a session learns, and the check of each example's label."""
-
-    def __init__(self, labels: list[Hashable]) -> None:
-        self.labels = labels
-        self.kind = label_kind(labels[0])
-        self._known = set(labels)
-
-    def check(self, label: object, index: int) -> Hashable:
-        kind = label_kind(label)
-        if kind is None:
-            msg = (
-                f"Label at index {index} is {_describe(label)}; class labels must be str, "
-                f"int or bool."
-            )
-            raise InvalidInputError(msg)
-        value: Hashable = label.item() if isinstance(label, np.generic) else label
-        if kind != self.kind or value not in self._known:
-            msg = (
-                f"Label {value!r} at index {index} is not one of the classes learned, "
-                f"{self.labels!r}. Declare every label the stream will hold when learning "
-                f"starts, as learn(..., classes=[...]); a model already serving keeps its "
-                f"classes (fit it anew to add one)."
-            )
-            raise InvalidInputError(msg)
-        return value
-
-
-def _example(item: object, index: int, classes: _Classes) -> tuple[str, Hashable]:
-    if not isinstance(item, (tuple, list)) or len(item) != 2:
-        msg = f"Example at index {index} is {_describe(item)}, not a (text, label) pair."
-        raise InvalidInputError(msg)
-    text, label = item
-    return check_text(text, index), classes.check(label, index)
-
-
-class _Score:
-    """Progressive accuracy, overall and over a sliding window, in O(window) memory."""
-
-    def __init__(self, window: int) -> None:
-        self.seen = 0
-        self.hits = 0
-        self._window: deque[bool] = deque(maxlen=window)
-        self._window_hits = 0
-
-    def add(self, hits: list[bool]) -> None:
-        window = self._window
-        for hit in hits:
-            if len(window) == window.maxlen:
-                self._window_hits -= window[0]
-            window.append(hit)
-            self._window_hits += hit
-        self.seen += len(hits)
-        self.hits += sum(hits)
-
-    @property
-    def accuracy(self) -> float:
-        return self.hits / self.seen if self.seen else math.nan
-
-    @property
-    def window_accuracy(self) -> float:
-        return self._window_hits / len(self._window) if self._window else math.nan
 
 
 class _Reports:
@@ -236,7 +171,7 @@ async def open_learning(
                 slot,
                 executor,
                 learner,
-                _Classes(labels),
+                Classes(labels),
                 trained=model is not None,
                 batch_size=batch_size,
                 publish_every=publish_every,
@@ -296,7 +231,7 @@ class _Session:
         slot: Slot,
         executor: Executor,
         learner: Any,
-        classes: _Classes,
+        classes: Classes,
         *,
         trained: bool,
         batch_size: int,
@@ -320,7 +255,7 @@ class _Session:
         self.checkpoint = checkpoint
         self.checkpoint_every = checkpoint_every
         self.reporter = reporter
-        self.score = _Score(window)
+        self.score = Score(window)
         self.published_at = 0
         self.saved_at = 0
         self.skipped = 0
@@ -340,7 +275,7 @@ class _Session:
                     queued = (-1, "", None, exc)  # the source itself failed
                 else:
                     try:
-                        text, label = _example(item, index, self.classes)
+                        text, label = example(item, index, self.classes)
                     except InvalidInputError as exc:
                         queued = (index, "", None, exc)
                     else:
