@@ -33,6 +33,7 @@ from asyncclf import (
     InvalidParameterError,
     NotFittedError,
     PersistenceError,
+    _files,
     _persistence,
     default_estimator,
     online_estimator,
@@ -837,6 +838,6 @@ def test_a_regular_file_larger_than_max_size_is_refused_unread(
     path = tmp_path / "model.skops"
     with path.open("wb") as file:
         file.truncate(2**30)  # sparse: 1 GiB that takes no disk
-    monkeypatch.setattr(_persistence, "_read_at_most", None)  # reading would fail
+    monkeypatch.setattr(_files, "read_at_most", None)  # reading would fail
     with pytest.raises(PersistenceError, match="larger than max_size"):
         _persistence.load_model(path, max_size=2**20)
