@@ -58,19 +58,30 @@ class Classifiers:
     def __repr__(self) -> str:
         return f"<Classifiers on {self.name}>"
 
-    def executor(self) -> str | Executor:
-        """A new executor of this kind, for ``AsyncClassifier(executor=...)`` or ``load``."""
+    @property
+    def in_process(self) -> bool:
+        """Whether the estimator runs in this process, so that its exceptions reach the
+        caller as they are, never pickled (threads, and the own executor's threads)."""
+        return self.name in ("threads", "own")
+
+    def executor(self, limiter: anyio.CapacityLimiter | None = None) -> str | Executor:
+        """A new executor of this kind, for ``AsyncClassifier(executor=...)`` or ``load``,
+        with ``limiter`` if given (``"threads"`` takes it from the classifier)."""
         if self.name == "own":
-            return OwnThreadsExecutor()
+            return OwnThreadsExecutor(limiter)
         if self.name == "processes":
-            return ProcessExecutor(max_workers=2)
+            return ProcessExecutor(max_workers=2, limiter=limiter)
         if self.name == "dask":
-            return DaskExecutor(self._client)
+            return DaskExecutor(self._client, limiter=limiter)
         return "threads"
 
     def __call__(self, estimator: Any = None, **params: Any) -> AsyncClassifier:
         """``AsyncClassifier(estimator, **params)`` on a new executor of this kind."""
-        return AsyncClassifier(estimator, executor=self.executor(), **params)
+        limiter = params.pop("limiter", None)
+        executor = self.executor(limiter)
+        if isinstance(executor, str):
+            params["limiter"] = limiter
+        return AsyncClassifier(estimator, executor=executor, **params)
 
 
 def executors(**xfail: str) -> list[Any]:

@@ -724,7 +724,7 @@ async def test_a_copied_exception_keeps_its_message_and_attributes(make: Classif
     assert str(caught.value) == "the model server returned HTTP 503"
     assert caught.value.code == 503
     cause = caught.value.__cause__
-    if make.name == "threads":
+    if make.in_process:
         assert isinstance(cause, CodedError)
     else:  # raised in another process: its traceback there, as text
         assert isinstance(cause, WorkerTraceback)
@@ -763,7 +763,7 @@ async def test_an_awkward_exception_fails_only_its_caller(make: Classifiers, kin
     assert (outcomes["spam spam"], outcomes["eggs"]) == ("spam", "eggs")
     failure: Any = outcomes["boom"]
     expected = trouble(kind)
-    if kind == "loadfails" and make.name != "threads":
+    if kind == "loadfails" and not make.in_process:
         assert type(failure) is AsyncClfError
         assert "tests.fakes.LoadFailsError: load fails" in str(failure)
         return
@@ -806,7 +806,7 @@ async def test_an_exception_that_cannot_be_pickled_fails_only_its_caller(
     assert outcomes["spam spam"] == "spam"
     assert outcomes["eggs"] == "eggs"
     failure = outcomes["boom"]
-    if make.name == "threads":
+    if make.in_process:
         assert isinstance(failure, LockedError)
         assert str(failure) == "boom found"
     else:

@@ -165,10 +165,10 @@ async def test_a_fit_error_that_cannot_be_pickled_still_says_what_it_was(
     """A fit's exception that cannot cross back from a worker process (it holds a
     lock) reaches the caller as an AsyncClfError naming its type and message."""
     clf = make(FitErrorClassifier("locked"))
-    expected = LockedError if make.name == "threads" else AsyncClfError
+    expected = LockedError if make.in_process else AsyncClfError
     with pytest.raises(expected, match="fit locked") as caught:
         await clf.fit(TRAIN_X, TRAIN_Y)
-    if make.name != "threads":
+    if not make.in_process:
         assert "tests.fakes.LockedError" in str(caught.value)
     assert clf.version == 0
     assert (await clf.set_params(estimator=KeywordClassifier()).fit(TRAIN_X, TRAIN_Y)).version == 1
