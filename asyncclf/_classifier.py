@@ -283,11 +283,12 @@ class AsyncClassifier(FittingClassifier[Label]):
             yield results
 
     async def top_k(
-        self, source: Iterable[str] | AsyncIterable[str], label: Label, k: SupportsIndex
+        self, source: Iterable[str] | AsyncIterable[str], label: Label, *, k: SupportsIndex
     ) -> list[Ranked]:
         """Return the ``k`` texts of ``source`` that score highest for ``label``.
 
-        Reads ``source`` (of any length) through a stream and keeps only ``k`` texts at
+        ``k`` is keyword-only, as in :meth:`rank` and :meth:`group`, and required: a
+        stream has no end to rank up to. Reads ``source`` (of any length) through a stream and keeps only ``k`` texts at
         a time, in O(k) memory. Same order as :meth:`rank`. Cancelling stops the stream
         as leaving a :meth:`stream` block does.
         """
