@@ -220,7 +220,7 @@ async def test_rank_rejects_unknown_labels_and_bad_k(make: Classifiers) -> None:
     clf = await fitted(make)
     with pytest.raises(InvalidInputError, match=r"Unknown label 'bacon'.*'eggs', 'ham', 'spam'"):
         await clf.rank(["x"], "bacon")
-    with pytest.raises(InvalidParameterError, match="k must be None or an int >= 0"):
+    with pytest.raises(InvalidParameterError, match="k must be an int >= 0 or None"):
         await clf.rank(["x"], "ham", k=-1)
 
 
