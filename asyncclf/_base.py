@@ -282,7 +282,14 @@ class ClassifierBase(Generic[Label]):
 
     @property
     def version(self) -> int:
-        """0 before the first fit; +1 on every successful ``fit`` or ``partial_fit``."""
+        """The serving model's number in this process: 0 before the first model.
+
+        +1 each time a new model is served: every successful ``fit``, ``partial_fit``
+        and ``swap``, and each publish of :meth:`learn`. A classifier made by
+        :meth:`load` serves the file's model at the version it was saved with. A
+        failed or cancelled call leaves it unchanged. See :attr:`model_id` for an
+        identity that holds across processes.
+        """
         return self._slot.version
 
     @property
@@ -312,7 +319,8 @@ class ClassifierBase(Generic[Label]):
 
     @property
     def limiter_(self) -> anyio.CapacityLimiter:
-        """The capacity limiter worker threads run under (``limiter`` or the default)."""
+        """The capacity limiter whose tokens the classifier's work holds (``limiter`` or
+        the executor's default)."""
         return self._executor.limiter
 
     # -- predictions -----------------------------------------------------------------

@@ -144,7 +144,9 @@ def check_k(k: object, *, optional: Literal[False]) -> int: ...
 def check_k(k: object, *, optional: bool = True) -> int | None: ...
 def check_k(k: object, *, optional: bool = True) -> int | None:
     """Return ``k`` as an ``int`` >= 0 (or None, if ``optional``), or raise."""
-    return check_param("k", k, _K_OR_NONE if optional else _K)
+    if optional:
+        return check_param("k", k, _K_OR_NONE)
+    return check_param("k", k, _K)
 
 
 def check_training_set(

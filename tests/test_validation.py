@@ -31,8 +31,7 @@ from asyncclf._validation import (
     or_none,
 )
 
-from .fakes import KeywordClassifier
-from .test_classifier import TRAIN_X, TRAIN_Y
+from .fakes import TRAIN_X, TRAIN_Y, KeywordClassifier
 
 pytestmark = pytest.mark.anyio
 
@@ -83,7 +82,9 @@ def _set_params(name: str) -> Use:
 def _learn(name: str) -> Use:
     async def use(value: Any, tmp_path: Path) -> None:
         clf = AsyncClassifier(online_estimator())
-        extra = {"checkpoint": tmp_path / "model.skops"} if name == "checkpoint_every" else {}
+        extra: dict[str, Any] = {}
+        if name == "checkpoint_every":
+            extra["checkpoint"] = tmp_path / "model.skops"
         with anyio.fail_after(30):
             async with clf.learn(PAIRS, classes=["ham", "spam"], **{name: value}, **extra) as got:
                 reports = [report async for report in got]
