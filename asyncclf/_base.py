@@ -36,8 +36,17 @@ from ._types import (
     Overload,
 )
 from ._validation import (
+    NONE,
+    AnyOf,
+    HasMethods,
+    Instance,
+    Integer,
+    Number,
+    Options,
+    Rule,
     check_params,
     check_texts,
+    or_none,
 )
 from ._work import compute
 
@@ -63,6 +72,47 @@ def _rehearse(estimator: Any, nested: dict[str, Any]) -> None:
         raise InvalidParameterError(msg) from exc
 
 
+_RULES: dict[str, Rule[Any]] = {
+    "estimator": AnyOf(NONE, HasMethods("fit", description="a scikit-learn estimator (with fit)")),
+    "executor": AnyOf(
+        Options("threads", "processes"),
+        Instance(
+            Executor,
+            "an executor object (such as asyncclf.ProcessExecutor(max_workers=4))",
+        ),
+    ),
+    "limiter": or_none(Instance(anyio.CapacityLimiter, "an anyio.CapacityLimiter")),
+    "max_batch_size": Integer(1),
+    "max_latency": Number(0, unit="seconds"),
+    "max_queue": Integer(1),
+    "overload": Options("wait", "raise"),
+}
+"""What each setting accepts (scikit-learn's ``_parameter_constraints``)."""
+
+_BATCHING = ("max_batch_size", "max_latency", "max_queue", "overload")
+"""The settings the batcher takes, as checked."""
+
+
+def _check_settings(params: dict[str, Any]) -> dict[str, Any]:
+    """Check the classifier's settings, each and together; return them as checked
+    (numpy integers as ``int``), or raise ``InvalidParameterError`` naming a bad one."""
+    checked = check_params(params, _RULES)
+    if checked["max_queue"] < checked["max_batch_size"]:
+        msg = (
+            f"max_queue ({checked['max_queue']}) must be at least max_batch_size "
+            f"({checked['max_batch_size']})."
+        )
+        raise InvalidParameterError(msg)
+    if checked["limiter"] is not None and isinstance(checked["executor"], Executor):
+        msg = (
+            f"limiter applies to executor='threads' or 'processes'; an executor object "
+            f"has its own: pass the limiter to it ({type(checked['executor']).__name__}(..., "
+            f"limiter=limiter)), which classifiers sharing it then share."
+        )
+        raise InvalidParameterError(msg)
+    return checked
+
+
 class ClassifierBase(Generic[Label]):
     """Settings, lifecycle and the served model of an :class:`~asyncclf.AsyncClassifier`
     (see there); the methods that use them are in its subclasses."""
@@ -78,7 +128,7 @@ class ClassifierBase(Generic[Label]):
         max_queue: int = 65536,
         overload: Overload = "wait",
     ) -> None:
-        check_params(
+        checked = _check_settings(
             {
                 "estimator": estimator,
                 "executor": executor,
@@ -89,6 +139,7 @@ class ClassifierBase(Generic[Label]):
                 "overload": overload,
             }
         )
+        # Stored as given (scikit-learn's convention); the batcher gets them as checked.
         self.estimator = estimator
         self.executor = executor
         self.limiter = limiter
@@ -96,14 +147,9 @@ class ClassifierBase(Generic[Label]):
         self.max_latency = max_latency
         self.max_queue = max_queue
         self.overload = overload
-        self._executor = make_executor(executor, limiter)
+        self._executor = make_executor(checked["executor"], limiter)
         self._batcher = Batcher(
-            self._executor,
-            self._prepare,
-            max_batch_size=max_batch_size,
-            max_latency=max_latency,
-            max_queue=max_queue,
-            overload=overload,
+            self._executor, self._prepare, **{name: checked[name] for name in _BATCHING}
         )
         self._slot = Slot()
 
@@ -190,7 +236,7 @@ class ClassifierBase(Generic[Label]):
             else:
                 direct[name] = value
         merged = {name: getattr(self, name) for name in self._PARAMS} | direct
-        check_params(merged)
+        checked = _check_settings(merged)
         estimator = merged["estimator"]
         if nested:
             if estimator is None:
@@ -212,18 +258,13 @@ class ClassifierBase(Generic[Label]):
         self._slot.require_open()
         if merged["executor"] is not self.executor:
             # Batches already running finish on the old executor.
-            self._executor = make_executor(merged["executor"], merged["limiter"])
+            self._executor = make_executor(checked["executor"], merged["limiter"])
             self._batcher.executor = self._executor
         elif merged["limiter"] is not self.limiter:
             self._executor.set_limiter(merged["limiter"])
         for name, value in merged.items():
             setattr(self, name, value)
-        self._batcher.configure(
-            max_batch_size=self.max_batch_size,
-            max_latency=self.max_latency,
-            max_queue=self.max_queue,
-            overload=self.overload,
-        )
+        self._batcher.configure(**{name: checked[name] for name in _BATCHING})
         return self
 
     def __sklearn_clone__(self) -> Self:
@@ -241,7 +282,14 @@ class ClassifierBase(Generic[Label]):
 
     @property
     def version(self) -> int:
-        """0 before the first fit; +1 on every successful ``fit`` or ``partial_fit``."""
+        """The serving model's number in this process: 0 before the first model.
+
+        +1 each time a new model is served: every successful ``fit``, ``partial_fit``
+        and ``swap``, and each publish of :meth:`learn`. A classifier made by
+        :meth:`load` serves the file's model at the version it was saved with. A
+        failed or cancelled call leaves it unchanged. See :attr:`model_id` for an
+        identity that holds across processes.
+        """
         return self._slot.version
 
     @property
@@ -271,7 +319,8 @@ class ClassifierBase(Generic[Label]):
 
     @property
     def limiter_(self) -> anyio.CapacityLimiter:
-        """The capacity limiter worker threads run under (``limiter`` or the default)."""
+        """The capacity limiter whose tokens the classifier's work holds (``limiter`` or
+        the executor's default)."""
         return self._executor.limiter
 
     # -- predictions -----------------------------------------------------------------

@@ -77,9 +77,10 @@ class AsyncClassifier(FittingClassifier[Label]):
     async def predict(self, X: Iterable[str]) -> NDArray[Any]:
         """Predict a label for each text.
 
-        Runs in a worker thread, batched with concurrent calls. Cancelling while queued
-        withdraws the texts; cancelling while the batch runs discards only this call's
-        result (the worker thread completes for the rest of the batch).
+        Runs in a worker (a thread, a process or a Dask worker, as ``executor`` says),
+        batched with concurrent calls. Cancelling while queued withdraws the texts;
+        cancelling while the batch runs discards only this call's result (the worker
+        completes the batch for the rest of it).
 
         Returns:
             A numpy array of labels, one per text (empty for an empty ``X``).
@@ -126,7 +127,7 @@ class AsyncClassifier(FittingClassifier[Label]):
         """Classify one text: its most likely label, that label's score, the model version.
 
         Concurrent ``classify`` calls from any number of tasks are merged into
-        vectorised estimator calls run in worker threads. Cancelling while queued
+        vectorised estimator calls run in workers. Cancelling while queued
         withdraws the text; cancelling while its batch runs discards only this result.
         """
         text = check_text(text, 0)
@@ -236,7 +237,7 @@ class AsyncClassifier(FittingClassifier[Label]):
         in input order. Leaving the block stops reading,
         withdraws queued texts and closes ``source``'s iterator if it has ``aclose`` or
         ``close`` (as ``contextlib.aclosing`` would); a batch already running finishes
-        in its worker thread without anyone waiting for it. An error raised by
+        in its worker without anyone waiting for it. An error raised by
         ``source`` reaches the consumer after the predictions before it.
 
         Args:
@@ -283,13 +284,15 @@ class AsyncClassifier(FittingClassifier[Label]):
             yield results
 
     async def top_k(
-        self, source: Iterable[str] | AsyncIterable[str], label: Label, k: SupportsIndex
+        self, source: Iterable[str] | AsyncIterable[str], label: Label, *, k: SupportsIndex
     ) -> list[Ranked]:
         """Return the ``k`` texts of ``source`` that score highest for ``label``.
 
-        Reads ``source`` (of any length) through a stream and keeps only ``k`` texts at
-        a time, in O(k) memory. Same order as :meth:`rank`. Cancelling stops the stream
-        as leaving a :meth:`stream` block does.
+        ``k`` is keyword-only, as in :meth:`rank` and :meth:`group`, and required: a
+        stream has no end to rank up to. Reads ``source`` (of any length) through a
+        stream and keeps only ``k`` texts at a time, in O(k) memory. Same order as
+        :meth:`rank`. Cancelling stops the stream as leaving a :meth:`stream` block
+        does.
         """
         k = check_k(k, optional=False)
         _streams.check_source(source)

@@ -57,11 +57,12 @@ class FittingClassifier(ClassifierBase[Label]):
     async def fit(self, X: Iterable[str], y: Iterable[Label], *, progress: Progress = None) -> Self:
         """Train a clone of the estimator on ``X``, ``y`` and swap it in.
 
-        Runs in a worker thread. Predictions made meanwhile are answered by the model
-        serving before, and do not wait. Concurrent fits run one after another. If the
-        fit raises or is cancelled, the serving model and ``version`` stay as they were.
-        Cancelling takes effect when the worker thread finishes (scikit-learn cannot be
-        interrupted); the trained clone is then discarded.
+        Runs in a worker (as ``executor`` says). Predictions made meanwhile are answered
+        by the model serving before, and do not wait. Concurrent fits run one after
+        another. If the fit raises or is cancelled, the serving model and ``version``
+        stay as they were. Cancelling takes effect when a worker thread finishes
+        (scikit-learn cannot be interrupted), at once in a worker process (which is
+        killed); the trained clone is then discarded.
 
         Args:
             X: The training texts.

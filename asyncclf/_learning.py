@@ -43,9 +43,9 @@ from ._errors import (
 from ._model import require_partial_fit
 from ._progress import Reporter
 from ._progressive import Classes, Score, example
-from ._streams import _iterate, _Raise, check_source
+from ._streams import ON_ERROR, _iterate, _Raise, check_source
 from ._types import LearnReport, Progress
-from ._validation import check_labels
+from ._validation import Integer, Rule, check_labels, check_params, or_none
 from ._work import training
 
 if TYPE_CHECKING:
@@ -63,11 +63,15 @@ _Item = tuple[int, str, Hashable, "Exception | None"]
 exception that makes it a bad item (at index -1: the source's own failure)."""
 
 
-def _positive(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        msg = f"{name} must be an int >= 1, not {value!r}."
-        raise InvalidParameterError(msg)
-    return value
+_RULES: dict[str, Rule[Any]] = {
+    "batch_size": Integer(1),
+    "publish_every": Integer(1),
+    "window": Integer(1),
+    "on_error": ON_ERROR,
+    "max_in_flight": or_none(Integer(1)),
+    "checkpoint_every": or_none(Integer(1)),
+}
+"""What each setting of ``learn`` accepts."""
 
 
 class _Reports:
@@ -113,20 +117,26 @@ async def open_learning(
 ) -> AsyncIterator[AsyncIterator[LearnReport]]:
     """The body of :meth:`AsyncClassifier.learn`; see there and the module docs."""
     check_source(source, "(text, label) pairs", "(text, label)")
-    batch_size = _positive("batch_size", batch_size)
-    publish_every = _positive("publish_every", publish_every)
-    window = _positive("window", window)
-    if on_error not in ("raise", "yield"):
-        msg = f"on_error must be 'raise' or 'yield', not {on_error!r}."
-        raise InvalidParameterError(msg)
-    max_in_flight = _positive(
-        "max_in_flight", 2 * batch_size if max_in_flight is None else max_in_flight
+    settings = check_params(
+        {
+            "batch_size": batch_size,
+            "publish_every": publish_every,
+            "window": window,
+            "on_error": on_error,
+            "max_in_flight": max_in_flight,
+            "checkpoint_every": checkpoint_every,
+        },
+        _RULES,
     )
-    if checkpoint_every is not None:
-        checkpoint_every = _positive("checkpoint_every", checkpoint_every)
-        if checkpoint is None:
-            msg = "checkpoint_every needs checkpoint=PATH, the file to save the model to."
-            raise InvalidParameterError(msg)
+    batch_size, publish_every = settings["batch_size"], settings["publish_every"]
+    window, on_error = settings["window"], settings["on_error"]
+    checkpoint_every = settings["checkpoint_every"]
+    max_in_flight = settings["max_in_flight"]
+    if max_in_flight is None:
+        max_in_flight = 2 * batch_size
+    if checkpoint_every is not None and checkpoint is None:
+        msg = "checkpoint_every needs checkpoint=PATH, the file to save the model to."
+        raise InvalidParameterError(msg)
     if checkpoint is not None:
         checkpoint = _checkpoint_path(checkpoint)
         if checkpoint_every is None:

@@ -35,6 +35,7 @@ from sklearn.base import clone
 
 from . import _files
 from ._errors import InvalidParameterError, PersistenceError
+from ._validation import Integer, check_param, or_none
 from ._version import __version__
 from ._work.fingerprint import NETWORK_STATE, fingerprint
 from ._work.packing import pack, vectorisers, vocabulary_of
@@ -185,10 +186,8 @@ def load_model(
             truncated, corrupt, not an asyncclf model, holds a type nobody trusted,
             or its header does not match its estimator.
     """
-    limit = DEFAULT_MAX_SIZE if max_size is None else max_size
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        msg = f"max_size must be an int >= 1 (bytes) or None, not {max_size!r}."
-        raise InvalidParameterError(msg)
+    given = check_param("max_size", max_size, or_none(Integer(1, unit="bytes")))
+    limit = DEFAULT_MAX_SIZE if given is None else given
     if sha256 is not None and not (isinstance(sha256, str) and _DIGEST.fullmatch(sha256)):
         msg = f"sha256 must be a SHA-256 digest of 64 hex digits, not {sha256!r}."
         raise InvalidParameterError(msg)

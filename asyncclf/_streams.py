@@ -51,9 +51,9 @@ import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._batching import Batcher, Outcome, Request
-from ._errors import InvalidInputError, InvalidParameterError
+from ._errors import InvalidInputError
 from ._progress import Progress, Reporter
-from ._validation import check_text
+from ._validation import Integer, Options, check_param, check_text, or_none
 
 __all__ = ["check_source", "open_stream"]
 
@@ -214,6 +214,11 @@ class _Raise:
         self.error = error
 
 
+ON_ERROR = Options[Literal["raise", "yield"]]("raise", "yield")
+"""``on_error``: end at the first failure, or yield it and carry on."""
+
+_MAX_IN_FLIGHT = or_none(Integer(1))
+
 _MAX_WIDTH = 256
 """Batches a stream runs at once, at most, whatever the limiter (which may have
 infinite tokens): a bound on the default read-ahead, 257 batches."""
@@ -238,14 +243,8 @@ async def open_stream(
     full batch for every worker and one filling behind them.
     """
     check_source(source)
-    if on_error not in ("raise", "yield"):
-        msg = f"on_error must be 'raise' or 'yield', not {on_error!r}."
-        raise InvalidParameterError(msg)
-    if max_in_flight is not None and (
-        isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1
-    ):
-        msg = f"max_in_flight must be an int >= 1 or None, not {max_in_flight!r}."
-        raise InvalidParameterError(msg)
+    on_error = check_param("on_error", on_error, ON_ERROR)
+    max_in_flight = check_param("max_in_flight", max_in_flight, _MAX_IN_FLIGHT)
     # Requests waited for at once, each leading at most one batch: one per limiter token
     # (read now), and never more than the window lets in.
     tokens = max(1, int(min(batcher.executor.capacity, _MAX_WIDTH)))

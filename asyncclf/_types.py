@@ -28,8 +28,9 @@ __all__ = [
 Label = TypeVar("Label", default=Any)
 """The type of a classifier's labels: ``AsyncClassifier[str]`` answers with ``str``.
 
-Unparametrised, it is ``Any``. At run time labels are Python ``str``, ``int``,
-``bool`` or ``float``, as the estimator's ``classes_`` hold them.
+Unparametrised, it is ``Any``. At run time class labels are ``str``, ``int`` or
+``bool`` (numpy's too), all of one kind; a float, ``None`` or NaN is no class label
+and is refused with :class:`InvalidInputError`, as is ``y`` mixing kinds.
 """
 
 OnError: TypeAlias = Literal["raise", "yield"]

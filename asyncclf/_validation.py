@@ -1,27 +1,40 @@
-"""Check user input once, at the edge, and turn problems into ``InvalidInputError``."""
+"""Check user input and settings once, at the edge: a bad text or label raises
+``InvalidInputError``, a bad setting ``InvalidParameterError`` (through the rules at
+the end, one vocabulary for every setting)."""
 
 from __future__ import annotations
 
 import math
+import numbers
 import operator
-from collections.abc import Hashable, Iterable
-from typing import Any, Literal, overload
+from collections.abc import Hashable, Iterable, Mapping
+from typing import Any, Generic, Literal, TypeVar, cast, overload
 
-import anyio
 import numpy as np
 
 from ._errors import InvalidInputError, InvalidParameterError
-from ._executors.base import Executor
 
 __all__ = [
+    "NONE",
+    "AnyOf",
+    "HasMethods",
+    "Instance",
+    "Integer",
+    "Number",
+    "Options",
+    "Rule",
     "check_k",
     "check_labels",
+    "check_param",
     "check_params",
     "check_text",
     "check_texts",
     "check_training_set",
     "label_kind",
+    "or_none",
 ]
+
+T = TypeVar("T")
 
 
 def _describe(item: object) -> str:
@@ -131,19 +144,9 @@ def check_k(k: object, *, optional: Literal[False]) -> int: ...
 def check_k(k: object, *, optional: bool = True) -> int | None: ...
 def check_k(k: object, *, optional: bool = True) -> int | None:
     """Return ``k`` as an ``int`` >= 0 (or None, if ``optional``), or raise."""
-    if k is None and optional:
-        return None
-    if not isinstance(k, (bool, np.bool_)):
-        try:
-            value = operator.index(k)  # type: ignore[arg-type]
-        except TypeError:
-            pass
-        else:
-            if value >= 0:
-                return value
-    expected = "None or an int >= 0" if optional else "an int >= 0"
-    msg = f"k must be {expected}, not {k!r}."
-    raise InvalidParameterError(msg)
+    if optional:
+        return check_param("k", k, _K_OR_NONE)
+    return check_param("k", k, _K)
 
 
 def check_training_set(
@@ -166,48 +169,156 @@ def check_training_set(
     return x, y
 
 
-def check_params(params: dict[str, Any]) -> None:
-    """Check constructor arguments; raise ``InvalidParameterError`` naming a bad one."""
-    for name in ("max_batch_size", "max_queue"):
-        value = params[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            msg = f"{name} must be an int >= 1, not {value!r}."
-            raise InvalidParameterError(msg)
-    if params["max_queue"] < params["max_batch_size"]:
-        msg = (
-            f"max_queue ({params['max_queue']}) must be at least max_batch_size "
-            f"({params['max_batch_size']})."
-        )
-        raise InvalidParameterError(msg)
-    latency = params["max_latency"]
-    if isinstance(latency, bool) or not isinstance(latency, (int, float)):
-        msg = f"max_latency must be a number of seconds, not {latency!r}."
-        raise InvalidParameterError(msg)
-    if not (latency >= 0 and math.isfinite(latency)):
-        msg = f"max_latency must be >= 0 and finite, not {latency!r}."
-        raise InvalidParameterError(msg)
-    if params["overload"] not in ("wait", "raise"):
-        msg = f"overload must be 'wait' or 'raise', not {params['overload']!r}."
-        raise InvalidParameterError(msg)
-    limiter = params["limiter"]
-    if limiter is not None and not isinstance(limiter, anyio.CapacityLimiter):
-        msg = f"limiter must be an anyio.CapacityLimiter or None, not {limiter!r}."
-        raise InvalidParameterError(msg)
-    executor = params["executor"]
-    if executor not in ("threads", "processes") and not isinstance(executor, Executor):
-        msg = (
-            f"executor must be 'threads', 'processes' or an executor object (such as "
-            f"asyncclf.ProcessExecutor(max_workers=4)), not {executor!r}."
-        )
-        raise InvalidParameterError(msg)
-    if limiter is not None and isinstance(executor, Executor):
-        msg = (
-            f"limiter applies to executor='threads' or 'processes'; an executor object "
-            f"has its own: pass the limiter to it ({type(executor).__name__}(..., "
-            f"limiter=limiter)), which classifiers sharing it then share."
-        )
-        raise InvalidParameterError(msg)
-    estimator = params["estimator"]
-    if estimator is not None and not hasattr(estimator, "fit"):
-        msg = f"estimator must be a scikit-learn estimator (with fit), not {estimator!r}."
-        raise InvalidParameterError(msg)
+# -- parameter rules ----------------------------------------------------------------
+# A setting's rule is data: one of the objects below, which says what it accepts (for
+# the message) and returns the value to use; check_param raises one kind of error with
+# one message style. One rule for integers everywhere: whatever ``operator.index``
+# takes (numpy's integers, as a grid search hands them) except ``bool``, returned as a
+# Python int, so nothing past the check sees np.int64.
+
+
+class _Refused(Exception):
+    """A rule refused a value (caught by :func:`check_param`, never seen outside)."""
+
+
+class Rule(Generic[T]):
+    """What a parameter accepts: ``description`` for messages, ``convert`` for values."""
+
+    def __init__(self, *alternatives: str) -> None:
+        self.alternatives = alternatives
+
+    @property
+    def description(self) -> str:
+        """The accepted values, as a message says them: "an int >= 1 or None"."""
+        *rest, last = self.alternatives
+        return f"{', '.join(rest)} or {last}" if rest else last
+
+    def convert(self, value: object) -> T:
+        """Return the value to use for ``value``, or raise ``_Refused``."""
+        raise NotImplementedError
+
+
+class Integer(Rule[int]):
+    """An int from ``low`` (to ``high``), numpy's too; never a bool. Returns an int."""
+
+    def __init__(self, low: int, high: int | None = None, *, unit: str = "") -> None:
+        bounds = f">= {low}" if high is None else f"from {low} to {high}"
+        super().__init__(f"an int {bounds}" + (f" ({unit})" if unit else ""))
+        self.low, self.high = low, high
+
+    def convert(self, value: object) -> int:
+        if isinstance(value, (bool, np.bool_)):
+            raise _Refused
+        try:
+            number = operator.index(value)  # type: ignore[arg-type]
+        except TypeError:
+            raise _Refused from None
+        if number < self.low or (self.high is not None and number > self.high):
+            raise _Refused
+        return number
+
+
+class Number(Rule[float]):
+    """A finite real number >= ``low`` (an int or numpy's too; never a bool), as a float."""
+
+    def __init__(self, low: float, *, unit: str = "") -> None:
+        super().__init__(f"a finite number >= {low}" + (f" ({unit})" if unit else ""))
+        self.low = low
+
+    def convert(self, value: object) -> float:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise _Refused
+        number = float(value)
+        if not (number >= self.low and math.isfinite(number)):
+            raise _Refused
+        return number
+
+
+class Options(Rule[T]):
+    """One of ``options`` (a ``str`` subclass's value counts); returns the option itself."""
+
+    def __init__(self, *options: T) -> None:
+        super().__init__(*(repr(option) for option in options))
+        self.options = options
+
+    def convert(self, value: object) -> T:
+        for option in self.options:
+            if isinstance(value, type(option)) and value == option:
+                return option
+        raise _Refused
+
+
+class Instance(Rule[T]):
+    """An instance of ``kind``, described as ``description``; returned as given."""
+
+    def __init__(self, kind: type[T], description: str) -> None:
+        super().__init__(description)
+        self.kind = kind
+
+    def convert(self, value: object) -> T:
+        if isinstance(value, self.kind):
+            return value
+        raise _Refused
+
+
+class HasMethods(Rule[Any]):
+    """An object with each method of ``names``, described as ``description``."""
+
+    def __init__(self, *names: str, description: str) -> None:
+        super().__init__(description)
+        self.names = names
+
+    def convert(self, value: object) -> Any:
+        if all(hasattr(value, name) for name in self.names):
+            return value
+        raise _Refused
+
+
+class AnyOf(Rule[T]):
+    """The first of ``rules`` that accepts the value."""
+
+    def __init__(self, *rules: Rule[Any]) -> None:
+        super().__init__(*(part for rule in rules for part in rule.alternatives))
+        self.rules = rules
+
+    def convert(self, value: object) -> T:
+        for rule in self.rules:
+            try:
+                return cast(T, rule.convert(value))
+            except _Refused:
+                pass
+        raise _Refused
+
+
+class _NoneRule(Rule[None]):
+    def convert(self, value: object) -> None:
+        if value is not None:
+            raise _Refused
+
+
+NONE: Rule[None] = _NoneRule("None")
+"""``None``, to combine with another rule: :func:`or_none`, or :class:`AnyOf`."""
+
+
+def or_none(rule: Rule[T]) -> Rule[T | None]:
+    """``rule``, or None: "an int >= 1 or None"."""
+    return AnyOf(rule, NONE)
+
+
+def check_param(name: str, value: object, rule: Rule[T]) -> T:
+    """Return ``value`` as ``rule`` converts it; if it refuses, raise
+    :class:`InvalidParameterError`: "max_batch_size must be an int >= 1, not 0."."""
+    try:
+        return rule.convert(value)
+    except _Refused:
+        msg = f"{name} must be {rule.description}, not {value!r}."
+        raise InvalidParameterError(msg) from None
+
+
+def check_params(values: Mapping[str, object], rules: Mapping[str, Rule[Any]]) -> dict[str, Any]:
+    """Check every one of ``values`` against its rule, in order; return them converted."""
+    return {name: check_param(name, value, rules[name]) for name, value in values.items()}
+
+
+_K = Integer(0)
+_K_OR_NONE = or_none(_K)

@@ -220,7 +220,7 @@ async def test_rank_rejects_unknown_labels_and_bad_k(make: Classifiers) -> None:
     clf = await fitted(make)
     with pytest.raises(InvalidInputError, match=r"Unknown label 'bacon'.*'eggs', 'ham', 'spam'"):
         await clf.rank(["x"], "bacon")
-    with pytest.raises(InvalidParameterError, match="k must be None or an int >= 0"):
+    with pytest.raises(InvalidParameterError, match="k must be an int >= 0 or None"):
         await clf.rank(["x"], "ham", k=-1)
 
 
@@ -556,7 +556,7 @@ async def test_top_k_refuses_a_bad_k(make: Classifiers, k: Any) -> None:
     """top_k needs an int k >= 0: None, negatives, floats, strings and bools are refused."""
     clf = await fitted(make)
     with pytest.raises(InvalidParameterError, match="k must be an int >= 0"):
-        await clf.top_k(["spam"], "spam", k)
+        await clf.top_k(["spam"], "spam", k=k)
 
 
 async def test_k_accepts_numpy_integers(make: Classifiers) -> None:
@@ -564,7 +564,7 @@ async def test_k_accepts_numpy_integers(make: Classifiers) -> None:
     clf = await fitted(make)
     texts = ["spam", "spam spam", "eggs", "ham"]
     assert len(await clf.rank(texts, "spam", k=np.int64(2))) == 2
-    assert len(await clf.top_k(texts, "spam", np.int32(3))) == 3
+    assert len(await clf.top_k(texts, "spam", k=np.int32(3))) == 3
     assert sum(map(len, (await clf.group(texts, k=np.uint8(1))).values())) == 3
 
 
@@ -734,7 +734,7 @@ async def test_rank_group_and_top_k_say_which_model_answered(make: Classifiers) 
     texts = ["spam spam", "ham", "eggs eggs", "spam"]
     ranked = await clf.rank(texts, "spam")
     grouped = await clf.group(texts)
-    best = await clf.top_k(texts, "spam", 2)
+    best = await clf.top_k(texts, "spam", k=2)
     everything = [*ranked, *(r for rs in grouped.values() for r in rs), *best]
     assert {r.version for r in everything} == {clf.version} == {2}
 

@@ -132,7 +132,7 @@ async def test_every_answer_carries_the_id_of_the_model_that_gave_it(make: Class
     assert isinstance(answers[-1], FailedPrediction)
     answers += await clf.rank(texts, "spam")
     answers += [r for rs in (await clf.group(texts)).values() for r in rs]
-    answers += await clf.top_k(texts, "spam", 2)
+    answers += await clf.top_k(texts, "spam", k=2)
     assert {(a.version, a.model_id) for a in answers} == {model}
 
 

@@ -189,7 +189,7 @@ async def test_stream_rejects_bad_arguments(make: Classifiers) -> None:
 async def test_top_k_matches_rank(make: Classifiers, texts: list[str], k: int) -> None:
     """top_k over a stream returns what rank(..., k) returns over the whole list."""
     clf = await fitted(make, max_batch_size=8)
-    got = await clf.top_k(Source(texts).__aiter__(), "spam", k)
+    got = await clf.top_k(Source(texts).__aiter__(), "spam", k=k)
     expected = await clf.rank(texts, "spam", k=k)
     assert [(r.index, r.text, r.score) for r in got] == [
         (r.index, r.text, r.score) for r in expected
@@ -286,7 +286,7 @@ async def test_a_bare_string_is_refused_by_stream_and_top_k(make: Classifiers, s
         async with clf.stream(source) as results:
             [p async for p in results]
     with pytest.raises(InvalidInputError, match="not a single"):
-        await clf.top_k(source, "spam", 3)
+        await clf.top_k(source, "spam", k=3)
     with pytest.raises(InvalidInputError, match="not a single"):
         await clf.predict(source)
     assert clf.statistics().items == 0
@@ -334,7 +334,7 @@ async def test_leaving_a_stream_early_closes_the_source_generator(
 
     tracked = Tracked()
     with anyio.move_on_after(0.05):
-        await clf.top_k(getattr(tracked, kind)(), "spam", 3)
+        await clf.top_k(getattr(tracked, kind)(), "spam", k=3)
     assert tracked.closed
 
 

@@ -63,7 +63,7 @@ async def test_int_labels_and_the_untyped_default() -> None:
     assert_type(await numbered.group(["x"]), dict[int, list[Ranked]])
 
     assert_type(await numbered.rank(["x"], 1, k=np.int64(1)), list[Ranked])
-    assert_type(await numbered.top_k(["x"], 1, np.int32(1)), list[Ranked])
+    assert_type(await numbered.top_k(["x"], 1, k=np.int32(1)), list[Ranked])
 
     untyped = AsyncClassifier(KeywordClassifier())
     assert_type(untyped, AsyncClassifier[Any])

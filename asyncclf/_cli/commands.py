@@ -148,7 +148,7 @@ async def rank(args: argparse.Namespace, out: Output, placement: Placement) -> N
     try:
         texts = read_texts(args.input, args.jsonl, args.text_field, reading)
         async with aclosing(texts) as lines:
-            best = await clf.top_k(lines, label, args.k)
+            best = await clf.top_k(lines, label, k=args.k)
     except CommandError:
         raise
     except AsyncClfError as exc:

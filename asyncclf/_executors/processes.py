@@ -22,7 +22,8 @@ import anyio.to_process
 import anyio.to_thread
 from anyio import BrokenWorkerProcess
 
-from .._errors import AsyncClfError, InvalidParameterError
+from .._errors import AsyncClfError
+from .._validation import Integer, check_param, or_none
 from .._work import handles, packing, training, transport
 from .base import _POOL, Executor, PerRun, available_cpus
 
@@ -50,11 +51,7 @@ class ProcessExecutor(Executor):
     def __init__(
         self, max_workers: int | None = None, limiter: anyio.CapacityLimiter | None = None
     ) -> None:
-        if max_workers is not None and (
-            isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
-        ):
-            msg = f"max_workers must be an int >= 1 or None, not {max_workers!r}."
-            raise InvalidParameterError(msg)
+        workers = check_param("max_workers", max_workers, or_none(Integer(1)))
         if "__main__" not in sys.modules or sys.modules["__main__"].__name__ == "__mp_main__":
             # A worker process imports the parent's script as __mp_main__ to find its
             # functions: the script's unguarded top-level code is running again here.
@@ -64,7 +61,7 @@ class ProcessExecutor(Executor):
                 'the program under  if __name__ == "__main__":  as multiprocessing requires.'
             )
             raise AsyncClfError(msg)
-        self.max_workers = max_workers or available_cpus()
+        self.max_workers = available_cpus() if workers is None else workers
         super().__init__(limiter)
         # At most max_workers worker processes, whatever limiter the batches share.
         self._processes = PerRun(lambda: anyio.CapacityLimiter(self.max_workers))
