@@ -224,6 +224,7 @@ class ClassifierBase(Generic[Label]):
         model). Batching settings apply to batches formed from then on; texts already
         queued are never stranded.
         """
+        self._slot.require_open()
         direct: dict[str, Any] = {}
         nested: dict[str, Any] = {}
         for key, value in params.items():
@@ -255,7 +256,6 @@ class ClassifierBase(Generic[Label]):
                 raise InvalidParameterError(msg)
             _rehearse(estimator, nested)
             estimator.set_params(**nested)
-        self._slot.require_open()
         if merged["executor"] is not self.executor:
             # Batches already running finish on the old executor.
             self._executor = make_executor(checked["executor"], merged["limiter"])

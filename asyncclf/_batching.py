@@ -45,7 +45,7 @@ import anyio
 import anyio.lowlevel
 import numpy as np
 
-from ._errors import OverloadedError
+from ._errors import AsyncClfError, OverloadedError
 from ._executors.base import Executor, Job
 from ._types import BatchStatistics
 from ._work.compute import Compute, Segment, Span, timed_batch
@@ -486,7 +486,14 @@ class Batcher:
                 batch.wake = anyio.Event()
                 with anyio.move_on_after(self.max_latency):
                     await batch.wake.wait()
-            job = await self._acquire()
+            try:
+                job = await self._acquire()
+            except AsyncClfError as exc:
+                # The executor was closed: the batch fails whole, every caller with
+                # its own copy, as when its model cannot be prepared.
+                self._take(batch)
+                self._finish(batch, exc, None)
+                return
         finally:
             batch.wake = None
         # No checkpoint from here to the start of the run: the token is the job's.
@@ -685,6 +692,13 @@ class Batcher:
                     acquiring.add(waiting)
                     try:
                         job = await self._acquire()
+                    except AsyncClfError as exc:
+                        # The executor was closed: this chunk fails, and the call.
+                        running.append(chunk)
+                        self._finish(chunk.batch, exc, tag)
+                        for scope in acquiring:
+                            scope.cancel()
+                        return
                     finally:
                         acquiring.discard(waiting)
                 if job is None:

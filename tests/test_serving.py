@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 import pytest
@@ -13,7 +14,15 @@ from anyio.lowlevel import checkpoint
 from asyncclf import AsyncClassifier, AsyncClfError, NotFittedError, ProcessExecutor
 
 from .conftest import Classifiers
-from .fakes import TRAIN_X, TRAIN_Y, Gate, KeywordClassifier, RecordingClassifier, settle
+from .fakes import (
+    TRAIN_X,
+    TRAIN_Y,
+    Gate,
+    KeywordClassifier,
+    RecordingClassifier,
+    SlowPredictClassifier,
+    settle,
+)
 from .own_executor import OwnThreadsExecutor
 
 pytestmark = pytest.mark.anyio
@@ -172,3 +181,121 @@ async def test_a_dropped_model_releases_what_a_process_executor_shipped(
         await checkpoint()
     assert os.listdir(directory) == []
     await shared.aclose()
+
+
+async def test_a_stream_on_a_closed_executor_fails_with_the_closed_error(
+    make: Classifiers,
+) -> None:
+    """Streams, top_k and calls larger than a batch get the closed executor's
+    AsyncClfError itself (per text with on_error="yield"), not an exception group."""
+    executor = make.executor()
+    clf = await AsyncClassifier(KeywordClassifier(), executor=executor, max_batch_size=2).fit(
+        TRAIN_X, TRAIN_Y
+    )
+    await (clf._executor if isinstance(executor, str) else executor).aclose()
+    with pytest.raises(AsyncClfError, match=CLOSED):
+        async with clf.stream(["spam", "eggs"]) as results:
+            [p async for p in results]
+    async with clf.stream(["spam", "eggs", "ham"], on_error="yield") as results:
+        answers = [p async for p in results]
+    assert [p.ok for p in answers] == [False, False, False]
+    assert all(isinstance(p.error, AsyncClfError) for p in answers if not p.ok)
+    with pytest.raises(AsyncClfError, match=CLOSED):
+        await clf.top_k(["spam", "eggs"], "spam", k=1)
+    with pytest.raises(AsyncClfError, match=CLOSED):
+        await clf.predict(["spam"] * 5)  # in chunks of max_batch_size
+
+
+async def test_set_params_after_aclose_changes_nothing(anyio_backend: str) -> None:
+    """set_params on a closed classifier raises and leaves every setting as it was,
+    the estimator's own included."""
+    clf = AsyncClassifier(KeywordClassifier())
+    await clf.aclose()
+    before = clf.get_params(deep=True)
+    with pytest.raises(AsyncClfError, match=CLOSED):
+        clf.set_params(max_batch_size=8, estimator__fail_on="X")
+    assert clf.get_params(deep=True) == before
+
+
+class NoFutureExecutor(OwnThreadsExecutor):
+    """A user's executor that forgets to return the future once."""
+
+    def __init__(self) -> None:
+        super().__init__(anyio.CapacityLimiter(1))
+        self.forget = False
+
+    def submit(self, call: Callable[[], Any]) -> Any:
+        future = super().submit(call)
+        return None if self.forget else future
+
+
+class TwiceExecutor(OwnThreadsExecutor):
+    """A user's executor whose futures run their done callbacks twice."""
+
+    def submit(self, call: Callable[[], Any]) -> Any:
+        future = super().submit(call)
+        original = future.add_done_callback
+
+        def twice(callback: Callable[[Any], object]) -> None:
+            original(callback)
+            original(callback)
+
+        future.add_done_callback = twice  # type: ignore[method-assign,assignment]
+        return future
+
+
+async def test_a_submit_returning_no_future_fails_its_call_and_frees_the_token(
+    anyio_backend: str,
+) -> None:
+    """submit() returning something other than a Future fails that call with an
+    AsyncClfError saying so; the token comes back, so the next call runs."""
+    executor = NoFutureExecutor()
+    clf = await AsyncClassifier(KeywordClassifier(), executor=executor).fit(TRAIN_X, TRAIN_Y)
+    executor.forget = True
+    with pytest.raises(AsyncClfError, match=r"instead of a concurrent\.futures\.Future"):
+        await clf.classify("spam")
+    executor.forget = False
+    with anyio.fail_after(300):
+        assert (await clf.classify("spam")).label == "spam"
+    assert executor.limiter.borrowed_tokens == 0
+
+
+async def test_a_future_delivering_twice_is_heard_once(anyio_backend: str) -> None:
+    """A future whose done callbacks run twice still gives each call one answer, fits
+    included."""
+    clf = await AsyncClassifier(KeywordClassifier(), executor=TwiceExecutor()).fit(TRAIN_X, TRAIN_Y)
+    assert (await clf.classify("eggs")).label == "eggs"
+    assert clf.version == 1
+
+
+async def test_closing_a_process_executor_lets_the_calls_it_started_finish(
+    anyio_backend: str,
+) -> None:
+    """Calls running in worker processes when the executor closes finish with their
+    answers (their model files stay until the last ends), queued ones get the closed
+    error, and nothing else; then the files are gone."""
+    executor = ProcessExecutor(max_workers=2)
+    clf = await AsyncClassifier(
+        SlowPredictClassifier(0.5), executor=executor, max_batch_size=1, max_latency=0
+    ).fit(TRAIN_X, TRAIN_Y)
+    directory = executor._directory
+    outcomes: list[object] = []
+
+    async def classify(text: str) -> None:
+        try:
+            outcomes.append((await clf.classify(text)).label)
+        except AsyncClfError as exc:
+            outcomes.append(exc)
+
+    with anyio.fail_after(300):
+        async with anyio.create_task_group() as tasks:
+            for text in ["spam", "eggs", "ham", "spam eggs"]:
+                tasks.start_soon(classify, text)
+            await anyio.wait_all_tasks_blocked()
+            await executor.aclose()
+    answers = [o for o in outcomes if isinstance(o, str)]
+    refused = [o for o in outcomes if isinstance(o, AsyncClfError)]
+    assert len(answers) + len(refused) == 4
+    assert all(CLOSED in str(error) for error in refused)
+    assert answers  # the batches running when it closed
+    assert not await anyio.to_thread.run_sync(os.path.exists, directory)

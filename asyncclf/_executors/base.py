@@ -212,7 +212,10 @@ class Executor(abc.ABC):
 
     def _check_open(self) -> None:
         if self._closed:
-            msg = f"This {type(self).__name__} is closed; make a new one."
+            msg = (
+                f"This {type(self).__name__} is closed (by its aclose(), or by the "
+                f"AsyncClassifier that made it); make a new one."
+            )
             raise AsyncClfError(msg)
 
     async def acquire(self) -> Job:
@@ -261,8 +264,14 @@ class Executor(abc.ABC):
             finally:
                 finished.set()
 
+        delivered = False
+
         def deliver(future: concurrent.futures.Future[T]) -> None:
             # Where the future ends: a worker thread, or the loop if it ended at once.
+            nonlocal delivered
+            if delivered:  # a future of one's own that runs its callbacks twice
+                return
+            delivered = True
             result = _outcome(future)
             try:
                 token.backend_class.run_sync_soon(finish, (result,), token.native_token)
@@ -274,10 +283,16 @@ class Executor(abc.ABC):
         try:
             self._check_open()
             future = self.submit(self.call(func, args))
-        except Exception as exc:
-            finish(_failed_to_start(self, exc))
-        else:
+            if not isinstance(future, concurrent.futures.Future):
+                msg = (
+                    f"{type(self).__name__}.submit() returned {future!r} instead of a "
+                    f"concurrent.futures.Future."
+                )
+                raise AsyncClfError(msg)
             future.add_done_callback(deliver)
+        except Exception as exc:
+            if not delivered:
+                finish(_failed_to_start(self, exc))
         await finished.wait()
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:

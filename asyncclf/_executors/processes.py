@@ -67,6 +67,9 @@ class ProcessExecutor(Executor):
         self._processes = PerRun(lambda: anyio.CapacityLimiter(self.max_workers))
         self._directory = tempfile.mkdtemp(prefix="asyncclf-models-")
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._directory, True)
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        """Calls started and not ended: the model files stay until none is left."""
         self._shipments: weakref.WeakKeyDictionary[Any, _Shipment] = weakref.WeakKeyDictionary()
 
     def set_limiter(self, limiter: anyio.CapacityLimiter | None) -> None:
@@ -98,14 +101,37 @@ class ProcessExecutor(Executor):
         when the event loop ends. Shielded from cancellation; idempotent.
         """
         await super().aclose()
-        self._shipments.clear()
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self._cleanup)
+            try:
+                await anyio.to_thread.run_sync(self._release_if_idle)
+            finally:
+                # Natively cancelled (Task.cancel()) all the same: release here.
+                self._release_if_idle()
+
+    def _release_if_idle(self) -> None:
+        """Remove the model files once closed and no call needs them (the last call
+        to end does it, if calls were still running at ``aclose``). Idempotent."""
+        with self._lock:
+            if not self._closed or self._in_flight:
+                return
+        self._cleanup()
+
+    def _started(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+
+    def _ended(self, *_: object) -> None:
+        with self._lock:
+            self._in_flight -= 1
+        self._release_if_idle()
 
     def submit(self, call: Callable[[], T]) -> concurrent.futures.Future[T]:
         """Run ``call()`` in a worker process, driven from a thread of asyncclf's pool."""
         token = anyio.lowlevel.current_token()
-        return _POOL.submit(self._in_worker_process, call, token)
+        self._started()
+        future = _POOL.submit(self._in_worker_process, call, token)
+        future.add_done_callback(self._ended)
+        return future
 
     def _in_worker_process(self, call: Callable[[], T], token: anyio.lowlevel.EventLoopToken) -> T:
         # In a thread of asyncclf's pool: write any model version not on disk yet (off
@@ -148,6 +174,7 @@ class ProcessExecutor(Executor):
         name = os.path.join(self._directory, uuid.uuid4().hex)
         request, reply = f"{name}.request", f"{name}.reply"
         os.makedirs(self._directory, exist_ok=True)  # if a cleaner removed it
+        self._started()
         try:
             async with self.limiter:
                 for shipment in list(self._shipments.values()):
@@ -171,6 +198,7 @@ class ProcessExecutor(Executor):
             # the file it read).
             _remove(request)
             _remove(reply)
+            self._ended()
 
 
 async def _pool_outlives_this_task() -> None:
