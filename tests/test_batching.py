@@ -1400,3 +1400,39 @@ async def test_a_large_call_on_one_token_lets_a_caller_in_between_its_chunks() -
             await wait_all_tasks_blocked()
             gate.release.set()
     assert log.batches == [["a", "b"], ["spam"], ["c", "d"], ["e", "f"]]
+
+
+async def test_a_batch_split_by_a_lowered_max_batch_size_counts_as_its_parts() -> None:
+    """A batch formed before max_batch_size was lowered runs as batches of the new size,
+    in arrival order: statistics count those batches, never one larger than the bound."""
+    clf, log, gate = await recording(max_batch_size=8, limiter=anyio.CapacityLimiter(1))
+    gate.close()
+    texts = [f"spam {i}" if i % 2 else f"ham {i}" for i in range(5)]
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "first")
+            await gate.wait_entered()
+            for text in texts:
+                tasks.start_soon(clf.classify, text)
+                await wait_all_tasks_blocked()  # arrivals in this order
+            clf.set_params(max_batch_size=2)
+            gate.release.set()
+    sizes = [1, 2, 2, 1]
+    assert log.batches == [["first"], texts[0:2], texts[2:4], texts[4:]]
+    stats = clf.statistics()
+    assert (stats.batches, stats.items, stats.max_batch_size_seen) == (4, 6, 2)
+    assert stats.mean_batch_size == pytest.approx(sum(sizes) / len(sizes))
+
+
+async def test_a_caller_that_fills_the_batch_forming_ends_its_wait_for_company() -> None:
+    """A batch waiting for company runs as soon as a later caller makes it full, instead
+    of waiting out max_latency."""
+    clf, log, _ = await recording(max_latency=60, max_batch_size=3)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "spam")
+            tasks.start_soon(clf.classify, "ham")
+            await wait_all_tasks_blocked()
+            assert log.batches == []  # waiting for company
+            tasks.start_soon(clf.classify, "eggs")
+    assert [sorted(batch) for batch in log.batches] == [["eggs", "ham", "spam"]]

@@ -617,3 +617,51 @@ async def test_a_stream_of_only_bad_items_yields_a_failure_for_each() -> None:
             got = [p async for p in results]
     assert [(type(p), p.index) for p in got] == [(FailedPrediction, i) for i in range(3)]
     assert all(isinstance(p.error, InvalidInputError) for p in got)
+
+
+async def test_a_failing_source_ends_the_stream_even_with_on_error_yield() -> None:
+    """on_error="yield" turns failing texts into FailedPredictions, not a failing source:
+    its own error ends the stream, after the predictions before it."""
+
+    def source() -> Iterator[str]:
+        yield "ham"
+        msg = "source broke"
+        raise OSError(msg)
+
+    clf = await AsyncClassifier(KeywordClassifier()).fit(TRAIN_X, TRAIN_Y)
+    got: list[Any] = []
+
+    async def drain() -> None:
+        async with clf.stream(source(), on_error="yield") as results:
+            async for p in results:
+                got.append(p)
+
+    with anyio.fail_after(10), pytest.raises(OSError, match="source broke"):
+        await drain()
+    assert [(type(p), p.text) for p in got] == [(Prediction, "ham")]
+
+
+async def test_a_stream_waits_for_room_even_when_callers_get_overloaded_errors() -> None:
+    """overload="raise" refuses callers when the queue is full, but a stream's reader
+    waits for room: its texts are classified once the queue drains."""
+    gate = Gate()
+    clf = AsyncClassifier(
+        RecordingClassifier(gate=gate, block=["predict_proba"]),
+        max_batch_size=2,
+        max_queue=2,
+        overload="raise",
+        limiter=anyio.CapacityLimiter(1),
+    )
+    gate.release.set()
+    await clf.fit(TRAIN_X, TRAIN_Y)
+    gate.close()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "held")
+            await gate.wait_entered()
+            tasks.start_soon(clf.predict, ["queued 1", "queued 2"])
+            await wait_all_tasks_blocked()
+            async with clf.stream(["ham", "spam"]) as results:
+                await wait_all_tasks_blocked()
+                gate.release.set()
+                assert [p.text async for p in results] == ["ham", "spam"]
