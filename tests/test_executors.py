@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +34,7 @@ from .fakes import (
     TRAIN_X,
     TRAIN_Y,
     CallLog,
+    CodedError,
     DyingClassifier,
     Gate,
     KeywordClassifier,
@@ -364,3 +366,29 @@ def test_a_script_without_a_main_guard_gets_a_clear_error(tmp_path: Path) -> Non
     ][-1]
     assert raised.startswith("asyncclf._errors.AsyncClfError: ProcessExecutor was created")
     assert 'if __name__ == "__main__":' in raised
+
+
+# -- tests that mutation testing found missing (issue 20) --------------------------------
+
+
+@pytest.mark.parametrize(
+    "error", [ValueError("cannot score 'BOOM'"), CodedError(7)], ids=["pickles", "rebuilt"]
+)
+def test_an_exception_crossing_from_a_worker_has_its_worker_traceback_as_cause(
+    error: Exception,
+) -> None:
+    """An exception a worker call raised arrives in the parent as the same exception,
+    caused by a WorkerTraceback holding its traceback in the worker, whether it pickled
+    whole or was rebuilt without its ``__init__``."""
+    import pickle
+
+    try:
+        raise error
+    except Exception as raised:
+        sent = pickle.dumps(_work.portable(raised))
+        trace = "".join(traceback.format_exception(raised))
+    arrived = pickle.loads(sent)
+    assert type(arrived) is type(error)
+    assert str(arrived) == str(error)
+    assert isinstance(arrived.__cause__, _work.WorkerTraceback)
+    assert str(arrived.__cause__) == f"\n{trace}"
