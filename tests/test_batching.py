@@ -1436,3 +1436,31 @@ async def test_a_caller_that_fills_the_batch_forming_ends_its_wait_for_company()
             assert log.batches == []  # waiting for company
             tasks.start_soon(clf.classify, "eggs")
     assert [sorted(batch) for batch in log.batches] == [["eggs", "ham", "spam"]]
+
+
+async def test_a_caller_waiting_for_room_is_let_in_when_max_queue_drops_below_its_size() -> None:
+    """A caller waiting for room whose texts outnumber a max_queue lowered meanwhile gets
+    in once the queue is empty, instead of waiting for room that can never come."""
+    clf, _, gate = await recording(
+        max_batch_size=5, max_queue=5, overload="wait", limiter=anyio.CapacityLimiter(1)
+    )
+    gate.close()
+    texts = [f"spam {i}" for i in range(5)]
+    results: list[Any] = []
+
+    async def call() -> None:
+        results.append(await clf.predict_proba(texts))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "running")
+            await gate.wait_entered()
+            tasks.start_soon(call)  # fills the queue
+            await wait_all_tasks_blocked()
+            tasks.start_soon(call)  # waits for room
+            await wait_all_tasks_blocked()
+            clf.set_params(max_batch_size=2, max_queue=2)
+            gate.release.set()
+    assert len(results) == 2
+    for rows in results:
+        np.testing.assert_array_equal(rows, clf.estimator_.predict_proba(texts))
