@@ -616,7 +616,9 @@ async def test_a_stream_of_only_bad_items_yields_a_failure_for_each() -> None:
         async with clf.stream(items, on_error="yield") as results:
             got = [p async for p in results]
     assert [(type(p), p.index) for p in got] == [(FailedPrediction, i) for i in range(3)]
-    assert all(isinstance(p.error, InvalidInputError) for p in got)
+    assert all(
+        isinstance(p, FailedPrediction) and isinstance(p.error, InvalidInputError) for p in got
+    )
 
 
 async def test_a_failing_source_ends_the_stream_even_with_on_error_yield() -> None:
