@@ -1464,3 +1464,35 @@ async def test_a_caller_waiting_for_room_is_let_in_when_max_queue_drops_below_it
     assert len(results) == 2
     for rows in results:
         np.testing.assert_array_equal(rows, clf.estimator_.predict_proba(texts))
+
+
+async def test_two_callers_over_a_lowered_max_batch_size_run_in_batches_of_their_own() -> None:
+    """Two callers queued together, whose texts together outgrow a max_batch_size lowered
+    meanwhile, run in a batch each: no batch counted is larger than the new bound."""
+    clf, log, gate = await recording(max_batch_size=8, limiter=anyio.CapacityLimiter(1))
+    gate.close()
+    calls = [["ham 0", "spam 1"], ["eggs 2", "ham 3"]]
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "first")
+            await gate.wait_entered()
+            for texts in calls:
+                tasks.start_soon(clf.predict_proba, texts)
+                await wait_all_tasks_blocked()  # arrivals in this order
+            clf.set_params(max_batch_size=2)
+            gate.release.set()
+    assert log.batches == [["first"], *calls]
+    assert clf.statistics().max_batch_size_seen == 2
+
+
+async def test_latency_percentiles_are_no_longer_than_the_calls_took() -> None:
+    """Each request's end-to-end latency, as statistics() reports it, is at most the time
+    measured around all the calls."""
+    clf, _, _ = await recording()
+    started = time.perf_counter()
+    async with anyio.create_task_group() as tasks:
+        for i in range(20):
+            tasks.start_soon(clf.classify, f"spam {i}")
+    elapsed = time.perf_counter() - started
+    stats = clf.statistics()
+    assert 0 < stats.latency_p50 <= stats.latency_p99 <= elapsed
