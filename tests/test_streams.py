@@ -667,3 +667,38 @@ async def test_a_stream_waits_for_room_even_when_callers_get_overloaded_errors()
                 await wait_all_tasks_blocked()
                 gate.release.set()
                 assert [p.text async for p in results] == ["ham", "spam"]
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [["ham", "a BOOM"], ["ham", "spam spam", "a BOOM", "eggs", "ham ham"]],
+    ids=["two", "five"],
+)
+async def test_a_failing_text_queued_with_others_in_one_request_fails_alone(
+    texts: list[str],
+) -> None:
+    """A stream's texts queued together as one request, one of which fails, are searched
+    text by text: only that text fails, every other gets its own prediction."""
+    gate = Gate()
+    clf = AsyncClassifier(
+        RecordingClassifier(gate=gate, block=["predict_proba"]), limiter=anyio.CapacityLimiter(1)
+    )
+    gate.release.set()
+    await clf.fit(TRAIN_X, TRAIN_Y)
+    gate.close()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "held")
+            await gate.wait_entered()
+            async with clf.stream(texts, on_error="yield") as results:
+                await wait_all_tasks_blocked()  # all queued behind the held batch
+                gate.release.set()
+                got = [p async for p in results]
+    assert [(p.index, p.text) for p in got] == list(enumerate(texts))
+    for p in got:
+        if "BOOM" in p.text:
+            assert isinstance(p, FailedPrediction)
+        else:
+            assert isinstance(p, Prediction)
+            row = clf.estimator_.predict_proba([p.text])[0]
+            assert (p.label, p.score) == (clf.classes_[row.argmax()], row.max())
