@@ -1272,3 +1272,227 @@ async def test_statistics_give_percentiles_over_recent_requests() -> None:
     assert 0 <= stats.wait_p50 <= stats.wait_p99 <= stats.latency_p99
     assert 0 < stats.run_p50 <= stats.run_p99 <= stats.max_run
     assert len(clf._batcher._recent_latencies.values) == RECENT
+
+
+# -- tests that mutation testing found missing (issue 20) --------------------------------
+
+
+async def test_callers_answered_together_after_a_failure_get_exactly_their_own_rows() -> None:
+    """When a failure splits a batch, callers of several texts whose requests one retried
+    call answered together each get exactly their own rows, none of a neighbour's."""
+    clf, log, gate = await recording(limiter=anyio.CapacityLimiter(1))
+    gate.close()
+    calls = [["BOOM"], ["ham", "spam spam"], ["eggs", "ham ham", "spam"], ["spam eggs", "eggs"]]
+    got: dict[int, Any] = {}
+
+    async def call(i: int) -> None:
+        try:
+            got[i] = await clf.predict_proba(calls[i])
+        except ValueError as exc:
+            got[i] = exc
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.predict_proba, ["held"])
+            await gate.wait_entered()
+            for i in range(len(calls)):  # one at a time: the next batch holds them in order
+                tasks.start_soon(call, i)
+                await wait_all_tasks_blocked()
+            gate.release.set()
+    # The batch [BOOM, 1, 2, 3] fails and its halves are retried: [BOOM, 1] fails
+    # again, and one call answers 2 and 3 together, rows to be cut between them.
+    assert log.batches[2:4] == [calls[0] + calls[1], calls[2] + calls[3]]
+    assert isinstance(got[0], ValueError)
+    for i in (1, 2, 3):
+        np.testing.assert_array_equal(got[i], clf.estimator_.predict_proba(calls[i]))
+
+
+async def test_a_batch_failing_as_a_whole_fails_each_text_of_a_stream() -> None:
+    """A batch that fails as a whole (the estimator interrupted) gives a stream with
+    on_error="yield" one failure per text, every text named at its own index."""
+    clf = await AsyncClassifier(InterruptingClassifier(interrupt=SystemExit)).fit(TRAIN_X, TRAIN_Y)
+    texts = [f"text {i}" for i in range(7)]
+    with anyio.fail_after(10):
+        async with clf.stream(texts, on_error="yield") as results:
+            got = [p async for p in results]
+    assert all(isinstance(p, FailedPrediction) for p in got)
+    assert [(p.index, p.text) for p in got] == list(enumerate(texts))
+
+
+async def test_a_lowered_max_latency_applies_to_the_batches_formed_afterwards() -> None:
+    """Callers arriving together after max_latency was lowered to 0 run at once, without
+    waiting the old latency for company."""
+    clf, log, gate = await recording(max_latency=60)
+    clf.set_params(max_latency=0)
+    gate.close()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "spam")
+            tasks.start_soon(clf.classify, "ham")
+            await gate.wait_entered()  # a batch runs, not waiting 60 s for company
+            gate.release.set()
+    assert sorted(log.seen) == ["ham", "spam"]
+
+
+async def test_other_settings_changed_leave_the_wait_of_the_batch_forming_alone() -> None:
+    """Changing settings that do not shorten the wait (max_latency set to its own value,
+    max_queue) does not end the wait for company of the batch forming."""
+    clf, log, _ = await recording(max_latency=60)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "spam")
+            tasks.start_soon(clf.classify, "ham")
+            await wait_all_tasks_blocked()
+            clf.set_params(max_latency=60, max_queue=5000)
+            await wait_all_tasks_blocked()
+            assert log.batches == []  # still waiting for company
+            clf.set_params(max_latency=0)
+    assert [sorted(batch) for batch in log.batches] == [["ham", "spam"]]
+
+
+async def test_lowering_max_batch_size_to_the_size_of_the_batch_forming_runs_it() -> None:
+    """A batch waiting for company that max_batch_size, lowered to its size, makes full
+    runs at once instead of waiting out max_latency."""
+    clf, log, _ = await recording(max_latency=60, max_batch_size=10)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "spam")
+            tasks.start_soon(clf.classify, "ham")
+            await wait_all_tasks_blocked()
+            assert log.batches == []  # waiting for company
+            clf.set_params(max_batch_size=2)
+    assert [sorted(batch) for batch in log.batches] == [["ham", "spam"]]
+
+
+async def test_a_stream_text_that_exactly_fills_the_queue_is_queued_at_once() -> None:
+    """A stream's text that brings the queue exactly to max_queue is queued without
+    waiting for room."""
+    clf, _, gate = await recording(max_batch_size=2, max_queue=2, limiter=anyio.CapacityLimiter(1))
+    gate.close()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "running")
+            await gate.wait_entered()
+            tasks.start_soon(clf.classify, "queued")
+            await wait_all_tasks_blocked()
+
+            async def stream() -> None:
+                async with clf.stream(["streamed"]) as results:
+                    assert [p.text async for p in results] == ["streamed"]
+
+            tasks.start_soon(stream)
+            await wait_all_tasks_blocked()
+            assert clf.statistics().queue_depth == 2
+            gate.release.set()
+
+
+async def test_a_large_call_on_one_token_lets_a_caller_in_between_its_chunks() -> None:
+    """A call run in chunks waits for a token per chunk, in turn: on a single token, a
+    caller that arrived while the first chunk ran is served before the second."""
+    clf, log, gate = await recording(max_batch_size=2, limiter=anyio.CapacityLimiter(1))
+    gate.close()
+    texts = ["a", "b", "c", "d", "e", "f"]
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.predict_proba, texts)
+            await gate.wait_entered()
+            tasks.start_soon(clf.classify, "spam")
+            await wait_all_tasks_blocked()
+            gate.release.set()
+    assert log.batches == [["a", "b"], ["spam"], ["c", "d"], ["e", "f"]]
+
+
+async def test_a_batch_split_by_a_lowered_max_batch_size_counts_as_its_parts() -> None:
+    """A batch formed before max_batch_size was lowered runs as batches of the new size,
+    in arrival order: statistics count those batches, never one larger than the bound."""
+    clf, log, gate = await recording(max_batch_size=8, limiter=anyio.CapacityLimiter(1))
+    gate.close()
+    texts = [f"spam {i}" if i % 2 else f"ham {i}" for i in range(5)]
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "first")
+            await gate.wait_entered()
+            for text in texts:
+                tasks.start_soon(clf.classify, text)
+                await wait_all_tasks_blocked()  # arrivals in this order
+            clf.set_params(max_batch_size=2)
+            gate.release.set()
+    sizes = [1, 2, 2, 1]
+    assert log.batches == [["first"], texts[0:2], texts[2:4], texts[4:]]
+    stats = clf.statistics()
+    assert (stats.batches, stats.items, stats.max_batch_size_seen) == (4, 6, 2)
+    assert stats.mean_batch_size == pytest.approx(sum(sizes) / len(sizes))
+
+
+async def test_a_caller_that_fills_the_batch_forming_ends_its_wait_for_company() -> None:
+    """A batch waiting for company runs as soon as a later caller makes it full, instead
+    of waiting out max_latency."""
+    clf, log, _ = await recording(max_latency=60, max_batch_size=3)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "spam")
+            tasks.start_soon(clf.classify, "ham")
+            await wait_all_tasks_blocked()
+            assert log.batches == []  # waiting for company
+            tasks.start_soon(clf.classify, "eggs")
+    assert [sorted(batch) for batch in log.batches] == [["eggs", "ham", "spam"]]
+
+
+async def test_a_caller_waiting_for_room_is_let_in_when_max_queue_drops_below_its_size() -> None:
+    """A caller waiting for room whose texts outnumber a max_queue lowered meanwhile gets
+    in once the queue is empty, instead of waiting for room that can never come."""
+    clf, _, gate = await recording(
+        max_batch_size=5, max_queue=5, overload="wait", limiter=anyio.CapacityLimiter(1)
+    )
+    gate.close()
+    texts = [f"spam {i}" for i in range(5)]
+    results: list[Any] = []
+
+    async def call() -> None:
+        results.append(await clf.predict_proba(texts))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "running")
+            await gate.wait_entered()
+            tasks.start_soon(call)  # fills the queue
+            await wait_all_tasks_blocked()
+            tasks.start_soon(call)  # waits for room
+            await wait_all_tasks_blocked()
+            clf.set_params(max_batch_size=2, max_queue=2)
+            gate.release.set()
+    assert len(results) == 2
+    for rows in results:
+        np.testing.assert_array_equal(rows, clf.estimator_.predict_proba(texts))
+
+
+async def test_two_callers_over_a_lowered_max_batch_size_run_in_batches_of_their_own() -> None:
+    """Two callers queued together, whose texts together outgrow a max_batch_size lowered
+    meanwhile, run in a batch each: no batch counted is larger than the new bound."""
+    clf, log, gate = await recording(max_batch_size=8, limiter=anyio.CapacityLimiter(1))
+    gate.close()
+    calls = [["ham 0", "spam 1"], ["eggs 2", "ham 3"]]
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "first")
+            await gate.wait_entered()
+            for texts in calls:
+                tasks.start_soon(clf.predict_proba, texts)
+                await wait_all_tasks_blocked()  # arrivals in this order
+            clf.set_params(max_batch_size=2)
+            gate.release.set()
+    assert log.batches == [["first"], *calls]
+    assert clf.statistics().max_batch_size_seen == 2
+
+
+async def test_latency_percentiles_are_no_longer_than_the_calls_took() -> None:
+    """Each request's end-to-end latency, as statistics() reports it, is at most the time
+    measured around all the calls."""
+    clf, _, _ = await recording()
+    started = time.perf_counter()
+    async with anyio.create_task_group() as tasks:
+        for i in range(20):
+            tasks.start_soon(clf.classify, f"spam {i}")
+    elapsed = time.perf_counter() - started
+    stats = clf.statistics()
+    assert 0 < stats.latency_p50 <= stats.latency_p99 <= elapsed

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,12 +28,13 @@ from asyncclf import (
     ProcessExecutor,
     ThreadExecutor,
 )
-from asyncclf._work import handles
+from asyncclf._work import handles, transport
 
 from .fakes import (
     TRAIN_X,
     TRAIN_Y,
     CallLog,
+    CodedError,
     DyingClassifier,
     Gate,
     KeywordClassifier,
@@ -370,3 +372,29 @@ async def test_a_process_pool_of_ones_own_serves_a_classifier() -> None:
                 answers = [p async for p in results]
             assert [p.ok for p in answers] == [True, False, True]
             assert [p.label for p in answers if p.ok] == ["ham", "eggs"]
+
+
+# -- tests that mutation testing found missing (issue 20) --------------------------------
+
+
+@pytest.mark.parametrize(
+    "error", [ValueError("cannot score 'BOOM'"), CodedError(7)], ids=["pickles", "rebuilt"]
+)
+def test_an_exception_crossing_from_a_worker_has_its_worker_traceback_as_cause(
+    error: Exception,
+) -> None:
+    """An exception a worker call raised arrives in the parent as the same exception,
+    caused by a WorkerTraceback holding its traceback in the worker, whether it pickled
+    whole or was rebuilt without its ``__init__``."""
+    import pickle
+
+    try:
+        raise error
+    except Exception as raised:
+        sent = pickle.dumps(transport.portable(raised))
+        trace = "".join(traceback.format_exception(raised))
+    arrived = pickle.loads(sent)
+    assert type(arrived) is type(error)
+    assert str(arrived) == str(error)
+    assert isinstance(arrived.__cause__, transport.WorkerTraceback)
+    assert str(arrived.__cause__) == f"\n{trace}"

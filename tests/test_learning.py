@@ -3,11 +3,13 @@ serving, errors, cancellation and checkpoints (``AsyncClassifier.learn``)."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -563,3 +565,152 @@ async def test_a_pipeline_whose_transformer_needs_fitting_is_refused_at_once() -
         async with clf.learn(source(), classes=CLASSES):
             pass
     assert read == []
+
+
+# -- tests that mutation testing found missing (issue 20) --------------------------------
+
+
+async def test_settings_of_one_are_accepted() -> None:
+    """batch_size, publish_every, window and max_in_flight may each be 1: every example
+    is then learned, published and scored on its own."""
+    clf = AsyncClassifier(MemoryClassifier())
+    examples = [("a", "ham"), ("a", "spam"), ("a", "spam")]
+    reports = await learned(
+        clf, examples, classes=CLASSES, batch_size=1, publish_every=1, window=1, max_in_flight=1
+    )
+    assert [r.batch_size for r in reports] == [1, 1, 1]
+    assert [r.published for r in reports] == [True, True, True]
+    assert [r.window_accuracy for r in reports] == [0.0, 0.0, 1.0]
+    assert clf.version == 3
+
+
+@pytest.mark.parametrize("bad", [("text", "ham", "extra"), 7, None])
+async def test_an_item_that_is_no_pair_is_refused_as_such(bad: Any) -> None:
+    """An item that is not a (text, label) pair, a triple or an object without a length,
+    is a bad example with its own message, not a crash of learning."""
+    clf = AsyncClassifier(MemoryClassifier())
+    with pytest.raises(InvalidInputError, match=r"Example at index 2 is .*\(text, label\) pair"):
+        await learned(clf, [*pairs(2), bad], classes=CLASSES)
+
+
+async def test_a_failing_source_ends_learning_even_with_on_error_yield() -> None:
+    """on_error="yield" skips bad examples, not a source that fails: learning ends with
+    the source's own error."""
+
+    def source() -> Iterator[tuple[str, str]]:
+        yield from pairs(3)
+        msg = "source broke"
+        raise OSError(msg)
+
+    clf = AsyncClassifier(MemoryClassifier())
+    got: list[LearnReport] = []
+    with pytest.raises(OSError, match="source broke"):
+        await learned(clf, source(), got, classes=CLASSES, on_error="yield")
+    assert got[-1].seen == 3
+    assert all(r.skipped == 0 and r.errors == () for r in got)
+
+
+async def test_a_source_slower_than_learning_has_each_example_learned_once() -> None:
+    """Examples arriving one by one, while the learner waits for them mid-batch and
+    between batches, are each learned from exactly once."""
+
+    async def source() -> AsyncIterator[tuple[str, str]]:
+        for example in pairs(20):
+            for _ in range(5):
+                await anyio.lowlevel.checkpoint()
+            yield example
+
+    clf = AsyncClassifier(MemoryClassifier())
+    reports = await learned(clf, source(), classes=CLASSES, batch_size=4)
+    assert reports[-1].seen == 20
+    assert sum(r.batch_size for r in reports) == 20
+    assert sum(clf.estimator_.sizes_) == 20
+
+
+async def test_learning_that_ends_on_a_publish_and_save_sends_no_empty_report(
+    tmp_path: Path,
+) -> None:
+    """When the last full batch already published and saved everything, the end of the
+    source adds no further (empty) report, publish or save."""
+    clf = AsyncClassifier(MemoryClassifier())
+    reports = await learned(
+        clf,
+        pairs(15),
+        classes=CLASSES,
+        batch_size=8,
+        publish_every=15,
+        checkpoint=tmp_path / "model.skops",
+        checkpoint_every=15,
+    )
+    # Batches of 1, 2, 4 and 8: the last full one publishes and saves at 15.
+    assert [r.batch_size for r in reports] == [1, 2, 4, 8]
+    assert [(r.published, r.saved) for r in reports][-1] == (True, True)
+    assert clf.version == 1
+
+
+async def test_learn_reports_its_progress_to_a_callback() -> None:
+    """progress=callback hears the examples done so far (skipped ones too), out of the
+    source's length, up to all of them."""
+    calls: list[tuple[int, int | None]] = []
+    clf = AsyncClassifier(MemoryClassifier())
+    source: list[Any] = [*pairs(6), "oops", *pairs(3)]
+    await learned(
+        clf,
+        source,
+        classes=CLASSES,
+        batch_size=4,
+        on_error="yield",
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    assert calls[-1] == (10, 10)
+    assert [done for done, _ in calls] == sorted({done for done, _ in calls})
+
+
+async def test_examples_per_second_is_at_least_the_rate_measured_around_learning() -> None:
+    """examples_per_second divides the examples by the time learning has taken, which
+    is no longer than the time measured around the whole call."""
+    clf = AsyncClassifier(MemoryClassifier())
+    started = time.perf_counter()
+    reports = await learned(clf, pairs(50), classes=CLASSES, batch_size=8)
+    elapsed = time.perf_counter() - started
+    rate = reports[-1].examples_per_second
+    assert math.isfinite(rate)
+    assert rate >= 50 / elapsed
+
+
+async def test_the_reports_stay_ended_after_the_learn_block() -> None:
+    """Once the reports have ended (normally or with an error), asking for another one
+    after the block raises StopAsyncIteration."""
+    clf = AsyncClassifier(MemoryClassifier())
+    for source in (pairs(4), [*pairs(4), ("text", "eggs"), *pairs(4)]):
+        async with clf.learn(source, classes=CLASSES, batch_size=2) as reports:
+            with anyio.fail_after(30):
+                try:
+                    async for _ in reports:
+                        pass
+                except InvalidInputError:
+                    assert len(source) > 4
+        with pytest.raises(StopAsyncIteration):
+            await anext(reports)
+
+
+async def test_a_source_pausing_mid_batch_has_what_came_learned_meanwhile() -> None:
+    """A batch that the source stops filling is learned from, as far as it came, before
+    the source resumes (after FILL_WAIT, not never)."""
+    resume = anyio.Event()
+
+    async def source() -> AsyncIterator[tuple[str, str]]:
+        for example in pairs(2):
+            yield example
+        await resume.wait()
+        for example in pairs(2):
+            yield example
+
+    clf = AsyncClassifier(MemoryClassifier())
+    with anyio.fail_after(30):
+        async with clf.learn(source(), classes=CLASSES, batch_size=4) as reports:
+            first, second = await anext(reports), await anext(reports)
+            resume.set()
+            rest = [report async for report in reports]
+    # Batches of 1, then 1 of the 2 asked for (the source paused), then the last 2.
+    assert [r.seen for r in [first, second, *rest]] == [1, 2, 4]

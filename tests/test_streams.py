@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from asyncclf import AsyncClassifier, FailedPrediction, InvalidInputError, Prediction
 
 from .conftest import Classifiers
-from .fakes import TRAIN_X, TRAIN_Y, KeywordClassifier, RecordingClassifier, settle
+from .fakes import TRAIN_X, TRAIN_Y, Gate, KeywordClassifier, RecordingClassifier, settle
 from .test_batching import turnstiled
 
 pytestmark = pytest.mark.anyio
@@ -564,3 +564,141 @@ async def test_streams_over_several_tokens_stay_in_order(
             row = clf.estimator_.predict_proba([p.text])[0]
             assert (p.label, p.score) == (clf.classes_[row.argmax()], row.max())
     assert clf.statistics().queue_depth == 0
+
+
+# -- tests that mutation testing found missing (issue 20) --------------------------------
+
+
+async def test_nothing_comes_after_the_error_that_ends_a_stream() -> None:
+    """With on_error="raise", the stream ends at the first failing text: iterating on
+    after its exception yields nothing more, neither from its batch nor from later ones."""
+    gate = Gate()
+    clf = AsyncClassifier(
+        RecordingClassifier(gate=gate, block=["predict_proba"]),
+        max_batch_size=4,
+        limiter=anyio.CapacityLimiter(1),
+    )
+    gate.release.set()
+    await clf.fit(TRAIN_X, TRAIN_Y)
+    gate.close()
+    texts = ["ham", "a BOOM", "spam", "eggs", "ham 2", "spam 2"]
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "held")
+            await gate.wait_entered()
+            async with clf.stream(texts) as results:
+                # Queued behind the held batch: batches [ham, a BOOM, spam, eggs], [ham 2, spam 2].
+                await wait_all_tasks_blocked()
+                gate.release.set()
+                first = await anext(results)
+                with pytest.raises(ValueError, match="BOOM"):
+                    await anext(results)
+                after = [p async for p in results]
+    assert (first.text, after) == ("ham", [])
+
+
+async def test_a_finished_stream_stays_finished_after_its_block() -> None:
+    """Once a stream's results are exhausted, asking for another after the block
+    raises StopAsyncIteration."""
+    clf = await AsyncClassifier(KeywordClassifier()).fit(TRAIN_X, TRAIN_Y)
+    async with clf.stream(["ham", "spam"]) as results:
+        assert [p.text async for p in results] == ["ham", "spam"]
+    with pytest.raises(StopAsyncIteration):
+        await anext(results)
+
+
+async def test_a_stream_of_only_bad_items_yields_a_failure_for_each() -> None:
+    """A stream whose items are all bad (no text ever reaches the batcher) still yields
+    one FailedPrediction per item with on_error="yield", and ends."""
+    clf = await AsyncClassifier(KeywordClassifier()).fit(TRAIN_X, TRAIN_Y)
+    items: list[Any] = [1, None, b"bytes"]
+    with anyio.fail_after(10):
+        async with clf.stream(items, on_error="yield") as results:
+            got = [p async for p in results]
+    assert [(type(p), p.index) for p in got] == [(FailedPrediction, i) for i in range(3)]
+    assert all(
+        isinstance(p, FailedPrediction) and isinstance(p.error, InvalidInputError) for p in got
+    )
+
+
+async def test_a_failing_source_ends_the_stream_even_with_on_error_yield() -> None:
+    """on_error="yield" turns failing texts into FailedPredictions, not a failing source:
+    its own error ends the stream, after the predictions before it."""
+
+    def source() -> Iterator[str]:
+        yield "ham"
+        msg = "source broke"
+        raise OSError(msg)
+
+    clf = await AsyncClassifier(KeywordClassifier()).fit(TRAIN_X, TRAIN_Y)
+    got: list[Any] = []
+
+    async def drain() -> None:
+        async with clf.stream(source(), on_error="yield") as results:
+            async for p in results:
+                got.append(p)
+
+    with anyio.fail_after(10), pytest.raises(OSError, match="source broke"):
+        await drain()
+    assert [(type(p), p.text) for p in got] == [(Prediction, "ham")]
+
+
+async def test_a_stream_waits_for_room_even_when_callers_get_overloaded_errors() -> None:
+    """overload="raise" refuses callers when the queue is full, but a stream's reader
+    waits for room: its texts are classified once the queue drains."""
+    gate = Gate()
+    clf = AsyncClassifier(
+        RecordingClassifier(gate=gate, block=["predict_proba"]),
+        max_batch_size=2,
+        max_queue=2,
+        overload="raise",
+        limiter=anyio.CapacityLimiter(1),
+    )
+    gate.release.set()
+    await clf.fit(TRAIN_X, TRAIN_Y)
+    gate.close()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "held")
+            await gate.wait_entered()
+            tasks.start_soon(clf.predict, ["queued 1", "queued 2"])
+            await wait_all_tasks_blocked()
+            async with clf.stream(["ham", "spam"]) as results:
+                await wait_all_tasks_blocked()
+                gate.release.set()
+                assert [p.text async for p in results] == ["ham", "spam"]
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [["ham", "a BOOM"], ["ham", "spam spam", "a BOOM", "eggs", "ham ham"]],
+    ids=["two", "five"],
+)
+async def test_a_failing_text_queued_with_others_in_one_request_fails_alone(
+    texts: list[str],
+) -> None:
+    """A stream's texts queued together as one request, one of which fails, are searched
+    text by text: only that text fails, every other gets its own prediction."""
+    gate = Gate()
+    clf = AsyncClassifier(
+        RecordingClassifier(gate=gate, block=["predict_proba"]), limiter=anyio.CapacityLimiter(1)
+    )
+    gate.release.set()
+    await clf.fit(TRAIN_X, TRAIN_Y)
+    gate.close()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "held")
+            await gate.wait_entered()
+            async with clf.stream(texts, on_error="yield") as results:
+                await wait_all_tasks_blocked()  # all queued behind the held batch
+                gate.release.set()
+                got = [p async for p in results]
+    assert [(p.index, p.text) for p in got] == list(enumerate(texts))
+    for p in got:
+        if "BOOM" in p.text:
+            assert isinstance(p, FailedPrediction)
+        else:
+            assert isinstance(p, Prediction)
+            row = clf.estimator_.predict_proba([p.text])[0]
+            assert (p.label, p.score) == (clf.classes_[row.argmax()], row.max())
