@@ -33,6 +33,7 @@ from asyncclf import (
 
 from .conftest import Classifiers
 from .fakes import (
+    DEADLINE,
     LABELS,
     TRAIN_X,
     TRAIN_Y,
@@ -633,7 +634,7 @@ async def test_sklearn_clone_keeps_a_shared_limiter_and_its_tokens() -> None:
     assert copy.get_params(deep=False).keys() == clf.get_params(deep=False).keys()
     assert copy.version == 0
     gate.close()
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.fit, TRAIN_X, TRAIN_Y)
             await gate.wait_entered()

@@ -19,6 +19,7 @@ import asyncclf._dask
 from asyncclf import AsyncClassifier, AsyncClfError, DaskExecutor, InvalidParameterError
 
 from .fakes import (
+    DEADLINE,
     TRAIN_X,
     TRAIN_Y,
     DyingClassifier,
@@ -74,8 +75,8 @@ def tasks_processing(dask_scheduler: Any) -> int:
 
 
 def until_workers(client: Any, count: int) -> bool:
-    """Wait in a thread, up to 60 s, for the cluster to have ``count`` workers."""
-    deadline = time.monotonic() + 60
+    """Wait in a thread, up to DEADLINE, for the cluster to have ``count`` workers."""
+    deadline = time.monotonic() + DEADLINE
     while len(client.nthreads()) != count:
         if time.monotonic() > deadline:
             return False
@@ -84,8 +85,8 @@ def until_workers(client: Any, count: int) -> bool:
 
 
 def until_no_task_processing(client: Any) -> bool:
-    """Wait in a thread, up to 10 s, for the scheduler to have no task running."""
-    deadline = time.monotonic() + 10
+    """Wait in a thread, up to DEADLINE, for the scheduler to have no task running."""
+    deadline = time.monotonic() + DEADLINE
     while client.run_on_scheduler(tasks_processing):
         if time.monotonic() > deadline:
             return False
@@ -185,13 +186,13 @@ async def test_a_cancelled_fit_returns_while_its_task_still_runs(client: Any) ->
     clf.set_params(estimator=EventGatedFitClassifier(name))
 
     async def cancel_once_entered(scope: anyio.CancelScope) -> None:
-        assert await in_thread(entered.wait, 20)
+        assert await in_thread(entered.wait, DEADLINE)
         scope.cancel()
 
     try:
-        # The held fit would wait 60 s for the event: returning at all proves the
+        # The held fit would wait for the event past the deadline: returning at all proves the
         # cancelled call did not wait for its task.
-        with anyio.fail_after(30):
+        with anyio.fail_after(DEADLINE):
             with anyio.CancelScope() as scope:
                 async with anyio.create_task_group() as tasks:
                     tasks.start_soon(cancel_once_entered, scope)
@@ -225,9 +226,9 @@ async def test_asyncio_task_cancel_of_a_fit_returns_at_once(
     clf.set_params(estimator=EventGatedFitClassifier(name))
     task = asyncio.ensure_future(clf.fit(TRAIN_X, TRAIN_Y))
     try:
-        assert await in_thread(entered.wait, 20)
+        assert await in_thread(entered.wait, DEADLINE)
         task.cancel()
-        with anyio.fail_after(30), pytest.raises(asyncio.CancelledError):
+        with anyio.fail_after(DEADLINE), pytest.raises(asyncio.CancelledError):
             await task
     finally:
         await in_thread(release.set)
@@ -256,7 +257,7 @@ async def test_a_worker_killed_mid_batch_fails_only_that_batch(client: Any) -> N
             await clf.classify(text)
         errors.append(info.value)
 
-    with anyio.fail_after(30):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(call, "DIE now")
             tasks.start_soon(call, "spam, in the same batch")
@@ -268,7 +269,7 @@ async def test_a_worker_killed_mid_batch_fails_only_that_batch(client: Any) -> N
             causes.append(cause)
             cause = cause.__cause__
         assert any(isinstance(c, distributed.KilledWorker) or "cancelled" in str(c) for c in causes)
-    with anyio.fail_after(60):
+    with anyio.fail_after(DEADLINE):
         assert (await clf.classify("spam spam")).label == "spam"
         async with clf.stream(["eggs", "spam spam"]) as results:
             assert [p.label async for p in results] == ["eggs", "spam"]
@@ -322,7 +323,7 @@ async def test_the_default_limiter_follows_the_cluster_as_it_grows_and_shrinks(
     cluster = client.cluster
     try:
         await in_thread(cluster.scale, 3)
-        await in_thread(client.wait_for_workers, 3, 60)
+        await in_thread(client.wait_for_workers, 3, DEADLINE)
         assert await tokens_after_two_calls() == 3
     finally:
         await in_thread(cluster.scale, 2)
@@ -364,12 +365,13 @@ async def test_aclose_fails_a_fit_still_running_on_the_cluster(client: Any) -> N
     clf.set_params(estimator=EventGatedFitClassifier(name))
 
     async def close_once_entered() -> None:
-        assert await in_thread(entered.wait, 20)
+        assert await in_thread(entered.wait, DEADLINE)
         await executor.aclose()
 
     try:
-        # The held fit would wait 60 s for the event: this fails if aclose waits for it.
-        with anyio.fail_after(30):
+        # The held fit would wait for the event past the deadline: this fails if aclose
+        # waits for it.
+        with anyio.fail_after(DEADLINE):
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(close_once_entered)
                 with pytest.raises(AsyncClfError, match="closed while the fit waited"):
@@ -398,7 +400,7 @@ async def test_a_cluster_gone_fails_calls_with_a_clear_error() -> None:
         await clf.fit(TRAIN_X, TRAIN_Y)
         assert (await clf.classify("spam")).label == "spam"
         await in_thread(cluster.close)
-        with anyio.fail_after(60), pytest.raises(AsyncClfError, match="cannot be reached"):
+        with anyio.fail_after(DEADLINE), pytest.raises(AsyncClfError, match="cannot be reached"):
             await clf.classify("eggs")
     finally:
         await in_thread(own.close)

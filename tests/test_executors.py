@@ -30,6 +30,8 @@ from asyncclf import (
 from asyncclf._types import Token
 
 from .fakes import (
+    DEADLINE,
+    NEVER,
     TRAIN_X,
     TRAIN_Y,
     CallLog,
@@ -113,11 +115,11 @@ async def test_partial_fit_and_refit_swap_new_versions_into_the_workers() -> Non
 
 async def test_a_cancelled_fit_in_a_process_returns_at_once_and_changes_nothing() -> None:
     """Cancelling a fit kills its worker process: the call returns without waiting for
-    the fit (which would take 60 s) and the serving model stays."""
+    the fit (which would outlast the test's deadline) and the serving model stays."""
     clf = AsyncClassifier(SlowFitClassifier(0), executor="processes")
     await clf.fit(TRAIN_X, TRAIN_Y)
-    clf.set_params(estimator=SlowFitClassifier(60))
-    with anyio.fail_after(30):
+    clf.set_params(estimator=SlowFitClassifier(NEVER))
+    with anyio.fail_after(DEADLINE):
         with anyio.move_on_after(2) as scope:
             await clf.fit(TRAIN_X, TRAIN_Y)
     assert scope.cancelled_caught
@@ -147,7 +149,7 @@ async def test_a_cancelled_caller_returns_while_its_process_batch_runs() -> None
     async def follower() -> None:
         answers.append((await processes.classify("spam follower")).label)
 
-    with anyio.fail_after(30):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             with anyio.CancelScope() as leader:
                 tasks.start_soon(follower)
@@ -212,7 +214,7 @@ async def test_a_fit_cancelled_while_its_model_is_read_back_changes_nothing(
     with anyio.CancelScope() as scope:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.fit, TRAIN_X, TRAIN_Y)
-            await anyio.to_thread.run_sync(started.wait, 10)
+            await anyio.to_thread.run_sync(started.wait, DEADLINE)
             scope.cancel()
     assert scope.cancelled_caught
     assert clf.version == 1
@@ -315,7 +317,7 @@ async def test_a_batch_waiting_for_a_token_when_the_executor_changes_runs_on_the
     async def call(text: str) -> None:
         results.append((await clf.classify(text)).label)
 
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(call, "spam")
             await gate.wait_entered()
