@@ -24,7 +24,7 @@ from asyncclf._batching import RECENT
 from asyncclf._model import batch_key
 from asyncclf._work import WorkerTraceback
 
-from .conftest import Classifiers
+from .conftest import EVERYWHERE, Classifiers
 from .fakes import (
     DEADLINE,
     NEVER,
@@ -212,6 +212,7 @@ async def test_a_leader_whose_batch_ends_leaves_the_next_leader_alone() -> None:
     assert clf.limiter_.statistics().borrowed_tokens == 0
 
 
+@pytest.mark.parametrize("make", EVERYWHERE, indirect=True)
 async def test_a_lone_caller_finding_a_free_worker_runs_at_once(make: Classifiers) -> None:
     """The adaptive wait: with a worker free and nobody else arriving, a call does not
     wait max_latency for company (here longer than the test's deadline) but runs at once."""
@@ -222,6 +223,7 @@ async def test_a_lone_caller_finding_a_free_worker_runs_at_once(make: Classifier
     assert clf.statistics().batches == 3
 
 
+@pytest.mark.parametrize("make", EVERYWHERE, indirect=True)
 async def test_callers_arriving_together_still_share_a_batch(make: Classifiers) -> None:
     """A burst of callers with a worker free forms one batch: the leader sees the
     others queue up and waits (at most max_latency) for them."""
@@ -238,6 +240,7 @@ WAVE_GAP = 5
 """Checkpoints between the two waves of a burst."""
 
 
+@pytest.mark.parametrize("make", EVERYWHERE, indirect=True)
 async def test_a_burst_arriving_in_two_waves_still_shares_a_batch(make: Classifiers) -> None:
     """The adaptive wait holds a batch whose company is arriving: a burst whose second
     wave comes a few checkpoints after the first fills one batch, not two."""
@@ -790,6 +793,7 @@ async def one_batch_of(clf: AsyncClassifier, texts: list[str]) -> dict[str, Any]
 
 
 @pytest.mark.parametrize("kind", ["badstr", "loadfails", "oserror", "coded"])
+@pytest.mark.parametrize("make", EVERYWHERE, indirect=True)
 async def test_an_awkward_exception_fails_only_its_caller(make: Classifiers, kind: str) -> None:
     """Exceptions hard to send between processes (str() raises; unpickling fails; a
     built-in one keeping attributes outside args; a message built in __init__) fail

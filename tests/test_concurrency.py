@@ -16,7 +16,7 @@ from anyio.lowlevel import checkpoint
 
 from asyncclf import AsyncClassifier, AsyncClfError
 
-from .conftest import Classifiers
+from .conftest import EVERYWHERE, Classifiers
 from .fakes import (
     DEADLINE,
     TRAIN_X,
@@ -136,6 +136,7 @@ async def test_predictions_during_a_fit_use_the_old_model_and_do_not_wait() -> N
     assert (await clf.classify("eggs")).version == 2
 
 
+@pytest.mark.parametrize("make", EVERYWHERE, indirect=True)
 async def test_failed_fit_keeps_the_serving_model(make: Classifiers) -> None:
     """A fit that raises leaves estimator_, classes_ and version unchanged."""
     clf = make(KeywordClassifier())
@@ -149,6 +150,7 @@ async def test_failed_fit_keeps_the_serving_model(make: Classifiers) -> None:
     assert tokens(clf) == 0
 
 
+@pytest.mark.parametrize("make", EVERYWHERE, indirect=True)
 async def test_a_fit_error_reaches_the_caller_whole(make: Classifiers) -> None:
     """The estimator's exception from a fit reaches the caller with its own message and
     attributes, on every executor (unpickling would call __init__ again and garble it)."""

@@ -113,6 +113,7 @@ async def test_partial_fit_and_refit_swap_new_versions_into_the_workers() -> Non
     assert (await processes.classify("yak")).version == 3
 
 
+@pytest.mark.slow  # kills its worker
 async def test_a_cancelled_fit_in_a_process_returns_at_once_and_changes_nothing() -> None:
     """Cancelling a fit kills its worker process: the call returns without waiting for
     the fit (which would outlast the test's deadline) and the serving model stays."""
@@ -127,6 +128,7 @@ async def test_a_cancelled_fit_in_a_process_returns_at_once_and_changes_nothing(
     assert (await clf.classify("spam")).version == 1
 
 
+@pytest.mark.slow  # a worker dies
 async def test_a_worker_that_dies_fails_only_its_batch() -> None:
     """A worker process that dies mid-batch fails that batch's callers with an
     AsyncClfError saying so; the next calls get a new worker and succeed."""
@@ -175,6 +177,7 @@ def anyio_workers() -> set[int]:
     return found
 
 
+@pytest.mark.slow  # counts fresh workers
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
 async def test_max_workers_bounds_the_worker_processes_whatever_the_limiter() -> None:
     """Three batches at once under a limiter of 3 tokens run in max_workers=1 process,
@@ -194,6 +197,7 @@ async def test_max_workers_bounds_the_worker_processes_whatever_the_limiter() ->
     assert len(anyio_workers() - before) == 1
 
 
+@pytest.mark.slow  # kills its worker
 async def test_a_fit_cancelled_while_its_model_is_read_back_changes_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -339,6 +343,7 @@ def test_executor_settings_are_checked() -> None:
     assert ProcessExecutor().max_workers == len(os.sched_getaffinity(0))
 
 
+@pytest.mark.slow  # a subprocess
 def test_a_script_without_a_main_guard_gets_a_clear_error(tmp_path: Path) -> None:
     """A script that runs its program at top level (no __main__ guard) fails at once
     with an error saying to add the guard, instead of hanging while every worker

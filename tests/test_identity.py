@@ -21,7 +21,7 @@ from sklearn.pipeline import make_pipeline
 import asyncclf
 from asyncclf import AsyncClassifier, FailedPrediction, PersistenceError, _work
 
-from .conftest import Classifiers
+from .conftest import EVERYWHERE, Classifiers
 from .fakes import TRAIN_X, TRAIN_Y, KeywordClassifier
 
 pytestmark = pytest.mark.anyio
@@ -197,6 +197,7 @@ async def test_a_file_without_an_id_gets_its_fingerprint_and_a_bad_id_is_refused
         await AsyncClassifier.load(bad)
 
 
+@pytest.mark.parametrize("make", EVERYWHERE, indirect=True)
 async def test_every_executor_gives_the_same_model_the_same_id(make: Classifiers) -> None:
     """Fitted in worker processes or on a Dask cluster, the model is the one fitted in
     threads, and has its id."""

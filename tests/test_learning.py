@@ -405,6 +405,7 @@ async def test_checkpoints_save_the_published_model(tmp_path: Path) -> None:
     assert loaded.version == clf.version + 1
 
 
+@pytest.mark.slow  # a subprocess, killed mid-learning
 def test_a_killed_learner_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     """A process learning from an endless stream is killed (SIGKILL) after two
     checkpoints: the checkpoint file is whole, loads, and learning goes on from it."""

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from asyncclf import AsyncClassifier, FailedPrediction, InvalidInputError, Prediction
 
-from .conftest import Classifiers
+from .conftest import EVERYWHERE, Classifiers
 from .fakes import DEADLINE, NEVER, TRAIN_X, TRAIN_Y, KeywordClassifier, RecordingClassifier, settle
 from .test_batching import turnstiled
 
@@ -96,6 +96,7 @@ async def test_the_default_read_ahead_is_a_batch_per_token_and_one_filling(
     await texts.aclose()
 
 
+@pytest.mark.parametrize("make", EVERYWHERE, indirect=True)
 async def test_slow_consumer_slows_the_source(make: Classifiers) -> None:
     """The stream reads at most max_in_flight (plus the one in hand) beyond the consumer."""
     clf = await fitted(make, max_batch_size=4)
@@ -166,6 +167,7 @@ async def test_bad_items_raise_or_are_yielded(make: Classifiers) -> None:
     assert mixed[3].label == "spam"
 
 
+@pytest.mark.parametrize("make", EVERYWHERE, indirect=True)
 async def test_cancelling_the_consumer_stops_everything(make: Classifiers) -> None:
     """Cancelling a task mid-stream withdraws queued texts and leaks nothing."""
     clf = await fitted(make, max_batch_size=2)
@@ -355,6 +357,7 @@ async def test_leaving_a_stream_early_closes_the_source_generator(
     assert tracked.closed
 
 
+@pytest.mark.parametrize("make", EVERYWHERE, indirect=True)
 async def test_a_failed_text_yields_a_failed_prediction_typed_apart(make: Classifiers) -> None:
     """on_error='yield' gives FailedPrediction (ok False, error set) for a failed text and
     Prediction (ok True, a label) for the rest; 'raise' streams only Predictions."""
