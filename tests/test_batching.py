@@ -212,7 +212,6 @@ async def test_a_leader_whose_batch_ends_leaves_the_next_leader_alone() -> None:
     assert clf.limiter_.statistics().borrowed_tokens == 0
 
 
-@pytest.mark.parametrize("make", EVERYWHERE, indirect=True)
 async def test_a_lone_caller_finding_a_free_worker_runs_at_once(make: Classifiers) -> None:
     """The adaptive wait: with a worker free and nobody else arriving, a call does not
     wait max_latency for company (here longer than the test's deadline) but runs at once."""
@@ -223,7 +222,6 @@ async def test_a_lone_caller_finding_a_free_worker_runs_at_once(make: Classifier
     assert clf.statistics().batches == 3
 
 
-@pytest.mark.parametrize("make", EVERYWHERE, indirect=True)
 async def test_callers_arriving_together_still_share_a_batch(make: Classifiers) -> None:
     """A burst of callers with a worker free forms one batch: the leader sees the
     others queue up and waits (at most max_latency) for them."""

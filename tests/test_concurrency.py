@@ -136,7 +136,6 @@ async def test_predictions_during_a_fit_use_the_old_model_and_do_not_wait() -> N
     assert (await clf.classify("eggs")).version == 2
 
 
-@pytest.mark.parametrize("make", EVERYWHERE, indirect=True)
 async def test_failed_fit_keeps_the_serving_model(make: Classifiers) -> None:
     """A fit that raises leaves estimator_, classes_ and version unchanged."""
     clf = make(KeywordClassifier())

@@ -91,6 +91,7 @@ async def test_processes_answer_exactly_as_threads() -> None:
         assert streamed == [p async for p in results]
 
 
+@pytest.mark.slow  # a pool of its own; the default tier samples processes elsewhere
 async def test_a_failing_text_fails_alone_in_a_process_too() -> None:
     """The estimator's exception crosses back from the worker to its caller only."""
     _, processes = await pair()
@@ -100,6 +101,7 @@ async def test_a_failing_text_fails_alone_in_a_process_too() -> None:
         assert [p.ok async for p in results] == [True, False, True]
 
 
+@pytest.mark.slow  # a pool of its own; test_classifier's isolation test covers it
 async def test_partial_fit_and_refit_swap_new_versions_into_the_workers() -> None:
     """Each new model version reaches the workers: after a refit on other classes and
     a partial_fit, answers come from the new model."""
@@ -142,6 +144,7 @@ async def test_a_worker_that_dies_fails_only_its_batch() -> None:
     assert clf.limiter_.statistics().borrowed_tokens == 0
 
 
+@pytest.mark.slow  # a pool of its own
 async def test_a_cancelled_caller_returns_while_its_process_batch_runs() -> None:
     """A caller cancelled while its batch runs in a worker process returns at once;
     the batch still answers the others and gives its token back."""
@@ -224,6 +227,7 @@ async def test_a_fit_cancelled_while_its_model_is_read_back_changes_nothing(
     assert clf.version == 1
 
 
+@pytest.mark.slow  # a pool of its own
 async def test_a_removed_model_directory_is_made_again() -> None:
     """A temporary-file cleaner removing the executor's directory breaks nothing: a new
     worker finds the serving model written again, and fits still work."""

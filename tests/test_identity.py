@@ -21,7 +21,7 @@ from sklearn.pipeline import make_pipeline
 import asyncclf
 from asyncclf import AsyncClassifier, FailedPrediction, PersistenceError, _work
 
-from .conftest import EVERYWHERE, Classifiers
+from .conftest import Classifiers
 from .fakes import TRAIN_X, TRAIN_Y, KeywordClassifier
 
 pytestmark = pytest.mark.anyio
@@ -64,6 +64,7 @@ def run_python(script: str, seed: str = "random") -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.slow  # fresh Python processes
 async def test_the_same_fit_in_two_processes_has_the_same_id_and_other_data_another() -> None:
     """Two processes fitting the same data agree on the id (as this one does); a fit
     on other data gets another. A fresh classifier has none."""
@@ -78,6 +79,7 @@ async def test_the_same_fit_in_two_processes_has_the_same_id_and_other_data_anot
     assert here.version == 2
 
 
+@pytest.mark.slow  # fresh Python processes
 async def test_a_saved_model_keeps_its_id_in_every_process_that_loads_it(
     tmp_path: Path,
 ) -> None:
@@ -197,7 +199,6 @@ async def test_a_file_without_an_id_gets_its_fingerprint_and_a_bad_id_is_refused
         await AsyncClassifier.load(bad)
 
 
-@pytest.mark.parametrize("make", EVERYWHERE, indirect=True)
 async def test_every_executor_gives_the_same_model_the_same_id(make: Classifiers) -> None:
     """Fitted in worker processes or on a Dask cluster, the model is the one fitted in
     threads, and has its id."""

@@ -38,7 +38,7 @@ from asyncclf import (
     online_estimator,
 )
 
-from .conftest import EVERYWHERE, Classifiers
+from .conftest import Classifiers
 from .fakes import TRAIN_X, TRAIN_Y, KeywordClassifier
 
 pytestmark = pytest.mark.anyio
@@ -81,7 +81,6 @@ def rewrite_schema(path: Path, old: str, new: str) -> None:
     edit_members(path, replace)
 
 
-@pytest.mark.parametrize("make", EVERYWHERE, indirect=True)
 async def test_round_trip_keeps_predictions_classes_and_version(
     make: Classifiers, tmp_path: Path
 ) -> None:

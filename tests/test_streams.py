@@ -96,7 +96,6 @@ async def test_the_default_read_ahead_is_a_batch_per_token_and_one_filling(
     await texts.aclose()
 
 
-@pytest.mark.parametrize("make", EVERYWHERE, indirect=True)
 async def test_slow_consumer_slows_the_source(make: Classifiers) -> None:
     """The stream reads at most max_in_flight (plus the one in hand) beyond the consumer."""
     clf = await fitted(make, max_batch_size=4)
