@@ -166,7 +166,6 @@ async def test_bad_items_raise_or_are_yielded(make: Classifiers) -> None:
     assert mixed[3].label == "spam"
 
 
-@pytest.mark.parametrize("make", EVERYWHERE, indirect=True)
 async def test_cancelling_the_consumer_stops_everything(make: Classifiers) -> None:
     """Cancelling a task mid-stream withdraws queued texts and leaks nothing."""
     clf = await fitted(make, max_batch_size=2)
