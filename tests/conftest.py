@@ -84,21 +84,30 @@ class Classifiers:
         return AsyncClassifier(estimator, executor=executor, **params)
 
 
-def executors(**xfail: str) -> list[Any]:
-    """The executor parameters, each one named in ``xfail`` expected to fail (strictly)
-    for the reason given: ``@pytest.mark.parametrize("make", executors(dask="..."),
-    indirect=True)``."""
-    return [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=xfail[name]))
-        if name in xfail
-        else pytest.param(name)
-        for name in EXECUTORS
-    ]
+def executors(*, everywhere: bool = False, **xfail: str) -> list[Any]:
+    """The executor parameters for ``make``: threads in the default tier, worker
+    processes and a Dask cluster in the slow one, unless ``everywhere`` (the default
+    tier's sample of the contract on every executor). Each one named in ``xfail`` is
+    expected to fail (strictly) for the reason given:
+    ``@pytest.mark.parametrize("make", executors(dask="..."), indirect=True)``."""
+    params = []
+    for name in EXECUTORS:
+        marks = [] if everywhere or name == "threads" else [pytest.mark.slow]
+        if name in xfail:
+            marks.append(pytest.mark.xfail(strict=True, reason=xfail[name]))
+        params.append(pytest.param(name, marks=marks))
+    return params
+
+
+EVERYWHERE = executors(everywhere=True)
+"""Every executor in the default tier: ``@pytest.mark.parametrize("make", EVERYWHERE,
+indirect=True)`` on the tests that sample the contract on processes and Dask."""
 
 
 @pytest.fixture(params=executors())
 def make(request: pytest.FixtureRequest) -> Classifiers:
-    """Run the test once per executor: it builds its classifiers with ``make(...)``.
+    """Run the test once per executor: it builds its classifiers with ``make(...)``
+    (threads in the default tier, processes and Dask in the slow one; see ``executors``).
 
     An anyio test keeps its module's event loop (see ``module_event_loop``), so that
     the worker processes started for one test serve the next ones.

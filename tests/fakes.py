@@ -11,6 +11,15 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+DEADLINE = 300
+"""Seconds: the safety net of every wait in the tests (``fail_after``, a thread's
+``Event.wait``), so that a hung test fails instead of hanging, and a slow machine
+never fails one. Never a measure of speed: a test asserts behaviour, not time."""
+
+NEVER = 2 * DEADLINE
+"""Seconds longer than any test waits: a ``max_latency`` or a held fit that a test
+proves is not waited out (it would fail at ``DEADLINE`` first)."""
+
 
 class Gate:
     """Lets a test hold a worker thread inside an estimator method, then release it.
@@ -36,13 +45,13 @@ class Gate:
         """Wait, off the event loop, until a worker thread is held in the gate."""
         import anyio.to_thread
 
-        assert await anyio.to_thread.run_sync(self.entered.wait, 10)
+        assert await anyio.to_thread.run_sync(self.entered.wait, DEADLINE)
 
     def pass_through(self) -> None:
         self.calls += 1
         self.threads.add(threading.get_ident())
         self.entered.set()
-        if not self.release.wait(timeout=30):
+        if not self.release.wait(timeout=DEADLINE):
             msg = "the test never released the gate"
             raise RuntimeError(msg)
 
@@ -415,7 +424,7 @@ class EventGatedFitClassifier(KeywordClassifier):
 
             distributed: Any = importlib.import_module("distributed")
             distributed.Event(f"{self.event}-entered").set()
-            if not distributed.Event(self.event).wait(timeout=60):
+            if not distributed.Event(self.event).wait(timeout=NEVER):
                 msg = "the test never set the event"
                 raise RuntimeError(msg)
         super().fit(X, y)

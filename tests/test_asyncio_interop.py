@@ -13,7 +13,7 @@ import pytest
 from asyncclf import AsyncClassifier
 
 from .conftest import Classifiers
-from .fakes import TRAIN_X, TRAIN_Y, Gate, KeywordClassifier, settle
+from .fakes import DEADLINE, TRAIN_X, TRAIN_Y, Gate, KeywordClassifier, settle
 
 
 @pytest.mark.asyncio
@@ -64,10 +64,10 @@ async def test_task_cancel_of_a_running_leader_returns_at_once() -> None:
     await gate.wait_entered()
     leader.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(leader, timeout=5)
+        await asyncio.wait_for(leader, timeout=DEADLINE)
     assert not gate.release.is_set()
     gate.release.set()
-    assert (await asyncio.wait_for(follower, timeout=10)).label == "spam"
+    assert (await asyncio.wait_for(follower, timeout=DEADLINE)).label == "spam"
     await settle(clf)
     assert clf.limiter_.statistics().borrowed_tokens == 0
 
@@ -140,7 +140,7 @@ async def test_task_cancel_of_a_woken_leader_hands_leadership_on() -> None:
         for _ in range(5):
             await asyncio.sleep(0)
     gate.release.set()
-    done = await asyncio.wait_for(asyncio.gather(first, tasks["a"], tasks["c"]), timeout=10)
+    done = await asyncio.wait_for(asyncio.gather(first, tasks["a"], tasks["c"]), timeout=DEADLINE)
     assert [p.text for p in done] == ["first", "a", "c"]
     assert woken == ["b"]
     assert tasks["b"].cancelled()
@@ -161,8 +161,8 @@ async def test_two_task_cancels_of_a_leader_never_strand_its_batch(first: int) -
     leader.cancel()
     await asyncio.sleep(0)
     leader.cancel()
-    assert (await asyncio.wait_for(follower, timeout=10)).label == "spam"
+    assert (await asyncio.wait_for(follower, timeout=DEADLINE)).label == "spam"
     with contextlib.suppress(asyncio.CancelledError):
         await leader
-    await asyncio.wait_for(settle(clf), timeout=10)
+    await asyncio.wait_for(settle(clf), timeout=DEADLINE)
     assert clf.limiter_.statistics().borrowed_tokens == 0

@@ -9,6 +9,7 @@ from functools import partial
 from typing import Any
 
 import anyio
+import anyio.abc
 import anyio.to_thread
 import numpy as np
 import pytest
@@ -23,8 +24,10 @@ from asyncclf._batching import RECENT
 from asyncclf._model import batch_key
 from asyncclf._work.transport import WorkerTraceback
 
-from .conftest import Classifiers
+from .conftest import EVERYWHERE, Classifiers
 from .fakes import (
+    DEADLINE,
+    NEVER,
     SHARED_ERROR,
     TRAIN_X,
     TRAIN_Y,
@@ -70,7 +73,7 @@ async def behind_a_held_batch(
 ) -> None:
     """Run ``first`` until its batch is held in the gate, start ``queued`` so that they
     wait behind it, then release the gate and let everything finish."""
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(first)
             await gate.wait_entered()
@@ -174,7 +177,7 @@ async def test_cancelled_while_queued_is_never_computed() -> None:
     """A caller cancelled while queued is withdrawn: its text never reaches the estimator."""
     clf, log, gate = await recording()
     gate.close()
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.classify, "first")
             await gate.wait_entered()
@@ -195,7 +198,7 @@ async def test_a_leader_whose_batch_ends_leaves_the_next_leader_alone() -> None:
     caller already leading the next batch: no second leader, no empty batch run."""
     clf, log, gate = await recording(max_latency=0.2, max_batch_size=10)
     gate.close()
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.classify, "spam")
             await gate.wait_entered()  # the first batch is held in its thread
@@ -211,9 +214,9 @@ async def test_a_leader_whose_batch_ends_leaves_the_next_leader_alone() -> None:
 
 async def test_a_lone_caller_finding_a_free_worker_runs_at_once(make: Classifiers) -> None:
     """The adaptive wait: with a worker free and nobody else arriving, a call does not
-    wait max_latency for company (here a minute) but runs at once."""
-    clf = await make(KeywordClassifier(), max_latency=60).fit(TRAIN_X, TRAIN_Y)
-    with anyio.fail_after(10):
+    wait max_latency for company (here longer than the test's deadline) but runs at once."""
+    clf = await make(KeywordClassifier(), max_latency=NEVER).fit(TRAIN_X, TRAIN_Y)
+    with anyio.fail_after(DEADLINE):
         for text in ("spam", "eggs", "spam spam"):
             assert (await clf.classify(text)).label == text.split()[0]
     assert clf.statistics().batches == 3
@@ -222,8 +225,8 @@ async def test_a_lone_caller_finding_a_free_worker_runs_at_once(make: Classifier
 async def test_callers_arriving_together_still_share_a_batch(make: Classifiers) -> None:
     """A burst of callers with a worker free forms one batch: the leader sees the
     others queue up and waits (at most max_latency) for them."""
-    clf = await make(KeywordClassifier(), max_latency=60, max_batch_size=5).fit(TRAIN_X, TRAIN_Y)
-    with anyio.fail_after(10):
+    clf = await make(KeywordClassifier(), max_latency=NEVER, max_batch_size=5).fit(TRAIN_X, TRAIN_Y)
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             for i in range(5):
                 tasks.start_soon(clf.classify, f"spam {i}")
@@ -231,18 +234,55 @@ async def test_callers_arriving_together_still_share_a_batch(make: Classifiers) 
     assert clf.statistics().max_batch_size_seen == 5
 
 
+WAVE_GAP = 5
+"""Checkpoints between the two waves of a burst."""
+
+
+@pytest.mark.parametrize("make", EVERYWHERE, indirect=True)
+async def test_a_burst_arriving_in_two_waves_still_shares_a_batch(make: Classifiers) -> None:
+    """The adaptive wait holds a batch whose company is arriving: a burst whose second
+    wave comes a few checkpoints after the first fills one batch, not two."""
+    clf = await make(KeywordClassifier(), max_latency=NEVER, max_batch_size=6).fit(TRAIN_X, TRAIN_Y)
+    await settle(clf)  # every worker is free: the leader may wait for company
+
+    async def second_wave(tasks: anyio.abc.TaskGroup) -> None:
+        for _ in range(WAVE_GAP):
+            await checkpoint()
+        for i in range(3, 6):
+            tasks.start_soon(clf.classify, f"spam {i}")
+
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as tasks:
+            for i in range(3):
+                tasks.start_soon(clf.classify, f"spam {i}")
+            tasks.start_soon(second_wave, tasks)
+    stats = clf.statistics()
+    assert (stats.batches, stats.items, stats.max_batch_size_seen) == (1, 6, 6)
+
+
+def taken_or_done(clf: AsyncClassifier) -> bool:
+    """Whether the only batch queued has been taken off the queue with its token."""
+    stats = clf.statistics()
+    taken = clf.limiter_.statistics().borrowed_tokens and stats.queue_depth == 0
+    return bool(taken or stats.batches)
+
+
 async def test_a_caller_queued_behind_busy_workers_does_not_also_wait_max_latency(
     make: Classifiers,
 ) -> None:
     """While every worker is busy, waiting for a token is the wait for company: once
-    one frees, the queued call runs at once, not max_latency (a minute) later."""
+    one frees, the queued call runs at once, not max_latency (past the deadline) later."""
     clf = await make(
-        SlowPredictClassifier(0.3), max_latency=60, limiter=anyio.CapacityLimiter(1)
+        SlowPredictClassifier(0.3), max_latency=NEVER, limiter=anyio.CapacityLimiter(1)
     ).fit(TRAIN_X, TRAIN_Y)
-    with anyio.fail_after(20):
+    await settle(clf)  # the token is free: whoever holds it next runs "spam"
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.classify, "spam")
-            await anyio.sleep(0.05)  # the first batch holds the only token
+            # Until the first batch holds the only token and has left the queue (or, on
+            # a stalled machine, has already ended: then "eggs" is a lone caller).
+            while not taken_or_done(clf):
+                await checkpoint()
             tasks.start_soon(clf.classify, "eggs")
     assert clf.statistics().batches == 2
 
@@ -259,7 +299,7 @@ async def test_leader_cancelled_while_its_batch_runs_still_serves_the_others() -
         with scopes[text]:
             results[text] = await clf.classify(text)
 
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             # Started together: whoever leads sees company coming and waits for it.
             for text in texts:
@@ -307,7 +347,7 @@ async def test_random_cancellations_never_corrupt_results(
             await checkpoint()
         scopes[i].cancel()
 
-    with anyio.fail_after(20):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             for i in range(n_callers):
                 tasks.start_soon(call, i)
@@ -334,7 +374,7 @@ async def test_full_queue_raises_overloaded_or_waits() -> None:
         max_batch_size=2, max_queue=2, overload="raise", limiter=anyio.CapacityLimiter(1)
     )
     gate.close()
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.classify, "running")
             await gate.wait_entered()
@@ -418,7 +458,7 @@ async def test_queued_calls_use_the_model_that_answers_them() -> None:
     async def classify() -> None:
         results["classify"] = await clf.classify("spam spam")
 
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.classify, "first")
             await gate.wait_entered()
@@ -454,7 +494,7 @@ async def test_lowering_max_batch_size_never_strands_queued_work() -> None:
     async def small() -> None:
         results["small"] = await clf.classify("eggs")
 
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.classify, "first")
             await gate.wait_entered()
@@ -476,7 +516,7 @@ async def test_lowering_max_batch_size_mid_stream_keeps_the_stream_flowing() -> 
     gate.close()
     texts = [f"ham {i}" for i in range(40)]
     labels = []
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with clf.stream(texts) as results:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(gate.wait_entered)
@@ -493,7 +533,7 @@ async def test_raising_max_queue_lets_waiting_callers_in_at_once() -> None:
     """Callers waiting for room in a full queue re-check a raised max_queue at once."""
     clf, _, gate = await recording(max_batch_size=1, max_queue=1, limiter=anyio.CapacityLimiter(1))
     gate.close()
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.classify, "running")
             await gate.wait_entered()
@@ -518,7 +558,7 @@ async def test_a_cancelled_leader_returns_while_its_batch_still_runs() -> None:
     async def call(text: str) -> None:
         results[text] = await clf.classify(text)
 
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             with anyio.CancelScope() as leader:
                 async with anyio.create_task_group() as inner:
@@ -542,7 +582,7 @@ async def test_leaving_a_stream_returns_while_its_batch_still_runs() -> None:
     """Leaving a stream block does not wait for the batch running in its worker."""
     clf, _, gate = await recording()
     gate.close()
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with (
             clf.stream([f"spam {i}" for i in range(10)]) as results,
             anyio.create_task_group() as tasks,
@@ -636,7 +676,7 @@ async def test_statistics_count_a_cancelled_chunked_call() -> None:
     """A call split into chunks and cancelled mid-run still counts the chunk that ran."""
     clf, _, gate = await recording(max_batch_size=2, limiter=anyio.CapacityLimiter(1))
     gate.close()
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         with anyio.CancelScope() as scope:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(clf.predict_proba, [f"spam {i}" for i in range(6)])
@@ -677,7 +717,7 @@ async def test_a_woken_leader_cancelled_before_it_runs_hands_leadership_on() -> 
         with scopes[name]:
             results[name] = await clf.classify(name)
 
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.classify, "first")
             await gate.wait_entered()
@@ -743,7 +783,7 @@ async def one_batch_of(clf: AsyncClassifier, texts: list[str]) -> dict[str, Any]
         except Exception as exc:
             outcomes[text] = exc
 
-    with anyio.fail_after(30):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             for text in texts:
                 tasks.start_soon(call, text)
@@ -751,6 +791,7 @@ async def one_batch_of(clf: AsyncClassifier, texts: list[str]) -> dict[str, Any]
 
 
 @pytest.mark.parametrize("kind", ["badstr", "loadfails", "oserror", "coded"])
+@pytest.mark.parametrize("make", EVERYWHERE, indirect=True)
 async def test_an_awkward_exception_fails_only_its_caller(make: Classifiers, kind: str) -> None:
     """Exceptions hard to send between processes (str() raises; unpickling fails; a
     built-in one keeping attributes outside args; a message built in __init__) fail
@@ -819,13 +860,13 @@ async def test_lowering_max_latency_ends_the_wait_of_the_batch_forming() -> None
     """A leader waiting for company (callers arrived together, a worker is free) for a
     long max_latency forms its batch at once when max_latency is lowered, instead of
     waiting the old latency."""
-    clf, log, _ = await recording(max_latency=60)
+    clf, log, _ = await recording(max_latency=NEVER)
     results: list[Prediction] = []
 
     async def call(text: str) -> None:
         results.append(await clf.classify(text))
 
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(call, "spam")
             tasks.start_soon(call, "ham")
@@ -846,7 +887,7 @@ async def test_lowering_max_batch_size_splits_a_batch_already_formed() -> None:
     async def call(i: int) -> None:
         results[i] = await clf.classify(f"spam {i}" if i % 2 else f"ham {i}")
 
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.classify, "first")
             await gate.wait_entered()
@@ -874,7 +915,7 @@ async def test_a_leader_split_from_the_batch_it_leads_then_leads_its_own() -> No
     async def call() -> None:
         results.append(await clf.classify("ham x"))
 
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.classify, "first")
             await gate.wait_entered()
@@ -926,11 +967,13 @@ def test_a_batch_outliving_its_event_loop_leaks_nothing_into_the_next(
     async def first() -> None:
         await clf.fit(TRAIN_X, TRAIN_Y)
         gate.close()
-        with anyio.move_on_after(0.05):
-            await clf.classify("spam")  # held in the gate: the run ends around it
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "spam")
+            await gate.wait_entered()  # held in the gate: the run ends around it
+            tasks.cancel_scope.cancel()
 
     async def second() -> tuple[int, str]:
-        with anyio.fail_after(10):
+        with anyio.fail_after(DEADLINE):
             label = (await clf.classify("eggs")).label
             await settle(clf)
         return clf.limiter_.statistics().borrowed_tokens, label
@@ -969,7 +1012,7 @@ class Turnstile(Gate):
             self.held.append(first)
             self.most = max(self.most, len(self.held))
             self.changed.notify_all()
-            released = self.changed.wait_for(lambda: self._open or first in self._let_go, 30)
+            released = self.changed.wait_for(lambda: self._open or first in self._let_go, DEADLINE)
             self.held.remove(first)
         if not released:
             msg = "the test never let the batch go"
@@ -992,7 +1035,7 @@ class Turnstile(Gate):
 
         def wait() -> bool:
             with self.changed:
-                return self.changed.wait_for(lambda: len(self.held) >= n, 10)
+                return self.changed.wait_for(lambda: len(self.held) >= n, DEADLINE)
 
         assert await anyio.to_thread.run_sync(wait), f"{n} batches were never held at once"
 
@@ -1040,7 +1083,7 @@ async def test_a_large_call_runs_one_chunk_per_token_at_once() -> None:
     async def call() -> None:
         result.append(await clf.predict_proba(texts))
 
-    with anyio.fail_after(20):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(call)
             await turnstile.wait_held(3)
@@ -1062,7 +1105,7 @@ async def test_a_failing_chunk_raises_its_error_and_no_further_chunk_starts() ->
     texts[3] = "BOOM 3"
     caught: list[Exception] = []
     probe = object()
-    with anyio.fail_after(20):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(raising, clf.predict_proba(texts), caught)
             await turnstile.wait_held(3)
@@ -1085,7 +1128,7 @@ async def test_of_several_failing_chunks_the_earliest_one_is_raised() -> None:
     texts[3], texts[5] = "BOOM 3", "BOOM 5"
     caught: list[Exception] = []
     probe = object()
-    with anyio.fail_after(20):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(raising, clf.predict_proba(texts), caught)
             await turnstile.wait_held(3)
@@ -1106,7 +1149,7 @@ async def test_a_failed_chunk_whose_token_goes_to_the_next_chunk_starts_nothing(
     probe = object()
     await clf.limiter_.acquire_on_behalf_of(probe)  # one token of two is busy elsewhere
     try:
-        with anyio.fail_after(10), pytest.raises(ValueError, match="cannot score 'BOOM 0'"):
+        with anyio.fail_after(DEADLINE), pytest.raises(ValueError, match="cannot score 'BOOM 0'"):
             await clf.predict_proba(texts)
     finally:
         clf.limiter_.release_on_behalf_of(probe)
@@ -1135,7 +1178,7 @@ async def test_a_failed_chunk_ends_the_call_without_waiting_for_a_token() -> Non
         await raising(clf.predict_proba(texts), caught)
         returned.set()
 
-    with anyio.fail_after(20):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(call)
             await turnstile.wait_held(2)  # chunks 1 and 2 run
@@ -1162,7 +1205,7 @@ async def test_cancelling_a_large_call_returns_while_its_chunks_run() -> None:
     """Cancelling a caller whose chunks run side by side returns at once; the chunks
     finish in their threads and give every token back."""
     clf, turnstile, _ = await turnstiled(3, max_batch_size=2)
-    with anyio.fail_after(20):
+    with anyio.fail_after(DEADLINE):
         with anyio.CancelScope() as scope:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(clf.predict_proba, [f"spam {i}" for i in range(20)])
@@ -1190,12 +1233,12 @@ async def test_task_cancel_of_a_large_call_returns_while_its_chunks_run(
     task = asyncio.create_task(clf.predict_proba([f"spam {i}" for i in range(20)]))
     await turnstile.wait_held(3)
     task.cancel()
-    finished, _ = await asyncio.wait({task}, timeout=5)
+    finished, _ = await asyncio.wait({task}, timeout=DEADLINE)
     assert task in finished
     assert task.cancelled()
     assert len(turnstile.held) == 3
     turnstile.open()
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         await settle(clf)
     assert clf.limiter_.statistics().borrowed_tokens == 0
     assert clf.statistics().queue_depth == 0
@@ -1216,11 +1259,13 @@ def test_a_given_limiter_gets_back_the_token_of_a_batch_that_outlived_its_loop(
         gate.release.set()
         await clf.fit(TRAIN_X, TRAIN_Y)
         gate.close()
-        with anyio.move_on_after(0.05):
-            await clf.classify("spam")  # held in the gate: the run ends around it
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "spam")
+            await gate.wait_entered()  # held in the gate: the run ends around it
+            tasks.cancel_scope.cancel()
 
     async def later() -> tuple[int, str]:
-        with anyio.fail_after(10):
+        with anyio.fail_after(DEADLINE):
             label = (await clf.classify("eggs")).label
             await settle(clf)
         return limiter.statistics().borrowed_tokens, label
@@ -1232,9 +1277,8 @@ def test_a_given_limiter_gets_back_the_token_of_a_batch_that_outlived_its_loop(
         gate.release.set()
         # Let the held batch's thread end and leave its token for the next loop (the
         # next acquire takes it back; a test cannot await a thread of a dead loop).
-        for _ in range(1000):
-            if _executors._ORPHANS:
-                break
+        deadline = time.monotonic() + DEADLINE
+        while not _executors._ORPHANS and time.monotonic() < deadline:
             time.sleep(0.01)
         assert _executors._ORPHANS
         assert anyio.run(later, backend=backend) == (0, "eggs")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import numpy as np
 import pytest
 import sklearn
@@ -31,8 +32,9 @@ from asyncclf import (
     default_estimator,
 )
 
-from .conftest import Classifiers
+from .conftest import EVERYWHERE, Classifiers
 from .fakes import (
+    DEADLINE,
     LABELS,
     TRAIN_X,
     TRAIN_Y,
@@ -41,6 +43,7 @@ from .fakes import (
     Gate,
     KeywordClassifier,
     LabelOnlyClassifier,
+    settle,
 )
 
 pytestmark = pytest.mark.anyio
@@ -59,6 +62,7 @@ async def fitted(make: Classifiers, estimator: Any = None, **kwargs: Any) -> Asy
     return await clf.fit(TRAIN_X, TRAIN_Y)
 
 
+@pytest.mark.parametrize("make", EVERYWHERE, indirect=True)
 async def test_fit_returns_self_and_sets_attributes(make: Classifiers) -> None:
     """fit returns the classifier, bumps version to 1 and exposes classes_/estimator_."""
     template = KeywordClassifier()
@@ -71,6 +75,7 @@ async def test_fit_returns_self_and_sets_attributes(make: Classifiers) -> None:
     assert not hasattr(template, "classes_"), "the template estimator must stay unfitted"
 
 
+@pytest.mark.parametrize("make", EVERYWHERE, indirect=True)
 async def test_predictions_match_the_estimator(make: Classifiers) -> None:
     """predict, predict_proba and score equal the synchronous estimator's answers."""
     clf = await fitted(make)
@@ -337,6 +342,39 @@ def test_constructor_rejects_bad_settings(
     """Bad batching settings fail at construction with a ValueError naming the setting."""
     with pytest.raises(ValueError, match=match):
         make(**kwargs)
+
+
+# Tests share the module's worker processes and the session's Dask cluster: these two
+# turns, run one after the other on them, each fit and swap models of the same version
+# numbers with other classes, and leave work behind. Neither sees the other's.
+TURNS = {"first": (["ham", "spam"], "spam spam"), "second": (["yak", "zebra"], "zebra yak zebra")}
+
+
+@pytest.mark.parametrize("make", EVERYWHERE, indirect=True)
+@pytest.mark.parametrize("turn", list(TURNS))
+async def test_tests_sharing_workers_see_nothing_of_each_other(
+    make: Classifiers, turn: str
+) -> None:
+    """A test on shared workers starts from nothing: its classifier's versions count
+    from 1, answers come from its own models (never a version another test shipped),
+    and every limiter token is free before and after."""
+    labels, text = TURNS[turn]
+    clf = make(KeywordClassifier())
+    assert (clf.version, clf.limiter_.statistics().borrowed_tokens) == (0, 0)
+    await clf.fit(labels * 2, labels * 2)
+    assert (await clf.classify(text)).label == labels[1]
+    assert (await clf.classify(text)).version == 1
+    await clf.swap(KeywordClassifier().fit(labels[::-1], labels[::-1]))
+    await clf.partial_fit([labels[0]], [labels[0]])
+    answer = await clf.classify(labels[0])
+    assert (answer.label, answer.version, list(clf.classes_)) == (labels[0], 3, labels)
+    async with anyio.create_task_group() as tasks:  # work still queued as the test ends
+        for _ in range(3):
+            tasks.start_soon(clf.classify, text)
+        await anyio.lowlevel.checkpoint()
+        tasks.cancel_scope.cancel()
+    await settle(clf)
+    assert clf.limiter_.statistics().borrowed_tokens == 0
 
 
 async def test_default_estimator_learns_text(make: Classifiers) -> None:
@@ -633,7 +671,7 @@ async def test_sklearn_clone_keeps_a_shared_limiter_and_its_tokens() -> None:
     assert copy.get_params(deep=False).keys() == clf.get_params(deep=False).keys()
     assert copy.version == 0
     gate.close()
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.fit, TRAIN_X, TRAIN_Y)
             await gate.wait_entered()
@@ -690,6 +728,7 @@ async def test_partial_fit_refuses_classes_that_are_no_list_of_labels(
         await clf.partial_fit(["a"], ["a"], classes=classes)
 
 
+@pytest.mark.parametrize("make", EVERYWHERE, indirect=True)
 async def test_swap_serves_a_fitted_estimator_or_a_saved_file(
     make: Classifiers, tmp_path: Path
 ) -> None:
@@ -727,6 +766,7 @@ async def test_swap_refuses_what_cannot_serve(make: Classifiers, tmp_path: Path)
     assert (await clf.classify("eggs")).label == "eggs"
 
 
+@pytest.mark.parametrize("make", EVERYWHERE, indirect=True)
 async def test_rank_group_and_top_k_say_which_model_answered(make: Classifiers) -> None:
     """Every Ranked carries the version of the model that scored its text."""
     clf = await fitted(make)

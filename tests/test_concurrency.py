@@ -16,8 +16,9 @@ from anyio.lowlevel import checkpoint
 
 from asyncclf import AsyncClassifier, AsyncClfError
 
-from .conftest import Classifiers
+from .conftest import EVERYWHERE, Classifiers
 from .fakes import (
+    DEADLINE,
     TRAIN_X,
     TRAIN_Y,
     CallLog,
@@ -106,7 +107,7 @@ async def test_shared_limiter_bounds_several_classifiers() -> None:
     async def second_call() -> None:
         answered.append((await second.classify("eggs")).label)
 
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(first.classify, "spam")
             await gate.wait_entered()
@@ -122,7 +123,7 @@ async def test_predictions_during_a_fit_use_the_old_model_and_do_not_wait() -> N
     """While a refit is held in its thread, predictions complete with the old model."""
     clf, gate = await fitted_then_gated("fit")
     old = clf.estimator_
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.fit, ["ham", "eggs"], ["ham", "eggs"])
             await gate.wait_entered()
@@ -148,6 +149,7 @@ async def test_failed_fit_keeps_the_serving_model(make: Classifiers) -> None:
     assert tokens(clf) == 0
 
 
+@pytest.mark.parametrize("make", EVERYWHERE, indirect=True)
 async def test_a_fit_error_reaches_the_caller_whole(make: Classifiers) -> None:
     """The estimator's exception from a fit reaches the caller with its own message and
     attributes, on every executor (unpickling would call __init__ again and garble it)."""
@@ -179,7 +181,7 @@ async def test_cancelled_fit_keeps_the_serving_model(method: str) -> None:
     """Cancelling a fit mid-run discards the result, leaks no token, and fit still works."""
     clf, gate = await fitted_then_gated(method)
     old = clf.estimator_
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             call = getattr(clf, method)
             tasks.start_soon(call, ["ham", "eggs"], ["ham", "eggs"])
@@ -198,7 +200,7 @@ async def test_concurrent_fits_run_one_at_a_time() -> None:
     """A second fit does not enter the estimator until the first has finished."""
     gate = Gate()
     clf = AsyncClassifier(KeywordClassifier(gate=gate, block=["fit"]))
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.fit, TRAIN_X, TRAIN_Y)
             await gate.wait_entered()
@@ -231,7 +233,7 @@ async def test_cancelled_prediction_returns_at_once_and_leaks_nothing() -> None:
     clf = AsyncClassifier(KeywordClassifier(gate=gate, block=["predict_proba"]))
     await clf.fit(TRAIN_X, TRAIN_Y)
     gate.close()
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         with anyio.CancelScope() as scope:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(clf.predict_proba, ["spam"])
@@ -267,7 +269,7 @@ async def test_calls_under_different_sklearn_configs_never_share_a_batch() -> No
     log = CallLog()
     clf = AsyncClassifier(RecordingClassifier(log=log, gate=gate, block=["predict_proba"]))
     await clf.fit(TRAIN_X, TRAIN_Y)
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.classify, "plain 0")
             await gate.wait_entered()
@@ -314,7 +316,7 @@ async def test_event_loop_stays_responsive_during_a_fit() -> None:
     gate = Gate()
     clf = AsyncClassifier(KeywordClassifier(gate=gate, block=["fit"]))
     ticks = 0
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.fit, TRAIN_X, TRAIN_Y)
             await gate.wait_entered()

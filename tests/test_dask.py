@@ -19,6 +19,7 @@ import asyncclf._executors.dask
 from asyncclf import AsyncClassifier, AsyncClfError, DaskExecutor, InvalidParameterError
 
 from .fakes import (
+    DEADLINE,
     TRAIN_X,
     TRAIN_Y,
     DyingClassifier,
@@ -41,7 +42,9 @@ TEXTS = [("spam " if i % 3 else "eggs ") * (1 + i % 4) + f"ham {i}" for i in ran
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
-    """A cluster of two single-threaded worker processes on 127.0.0.1, and a client."""
+    """A cluster of two single-threaded worker processes on 127.0.0.1, and a client,
+    for the slow tier's tests that kill, resize or close workers (the others use the
+    session's cluster, ``dask_client``)."""
     # A task whose worker dies is rerun once, not three times (Dask's default), so that
     # the dying-worker test kills two worker processes rather than four.
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
@@ -74,8 +77,8 @@ def tasks_processing(dask_scheduler: Any) -> int:
 
 
 def until_workers(client: Any, count: int) -> bool:
-    """Wait in a thread, up to 60 s, for the cluster to have ``count`` workers."""
-    deadline = time.monotonic() + 60
+    """Wait in a thread, up to DEADLINE, for the cluster to have ``count`` workers."""
+    deadline = time.monotonic() + DEADLINE
     while len(client.nthreads()) != count:
         if time.monotonic() > deadline:
             return False
@@ -84,8 +87,8 @@ def until_workers(client: Any, count: int) -> bool:
 
 
 def until_no_task_processing(client: Any) -> bool:
-    """Wait in a thread, up to 10 s, for the scheduler to have no task running."""
-    deadline = time.monotonic() + 10
+    """Wait in a thread, up to DEADLINE, for the scheduler to have no task running."""
+    deadline = time.monotonic() + DEADLINE
     while client.run_on_scheduler(tasks_processing):
         if time.monotonic() > deadline:
             return False
@@ -93,12 +96,12 @@ def until_no_task_processing(client: Any) -> bool:
     return True
 
 
-async def test_the_cluster_answers_exactly_as_threads(client: Any) -> None:
+async def test_the_cluster_answers_exactly_as_threads(dask_client: Any) -> None:
     """predict_proba, predict, rank, concurrent classify calls and streams give the
     same answers, in the same order, on the cluster as in threads, batched."""
     threads = await AsyncClassifier(KeywordClassifier(), max_batch_size=64).fit(TRAIN_X, TRAIN_Y)
     cluster = await AsyncClassifier(
-        KeywordClassifier(), executor=DaskExecutor(client), max_batch_size=64
+        KeywordClassifier(), executor=DaskExecutor(dask_client), max_batch_size=64
     ).fit(TRAIN_X, TRAIN_Y)
     np.testing.assert_array_equal(
         await cluster.predict_proba(TEXTS), await threads.predict_proba(TEXTS)
@@ -126,9 +129,9 @@ async def test_the_cluster_answers_exactly_as_threads(client: Any) -> None:
     assert cluster.limiter_.statistics().borrowed_tokens == 0
 
 
-async def test_a_failing_text_fails_alone_on_the_cluster(client: Any) -> None:
+async def test_a_failing_text_fails_alone_on_the_cluster(dask_client: Any) -> None:
     """The estimator's exception crosses back from the worker to its own caller only."""
-    clf = await AsyncClassifier(KeywordClassifier(), executor=DaskExecutor(client)).fit(
+    clf = await AsyncClassifier(KeywordClassifier(), executor=DaskExecutor(dask_client)).fit(
         TRAIN_X, TRAIN_Y
     )
     with pytest.raises(ValueError, match="cannot score 'BOOM'"):
@@ -137,10 +140,10 @@ async def test_a_failing_text_fails_alone_on_the_cluster(client: Any) -> None:
         assert [p.ok async for p in results] == [True, False, True]
 
 
-async def test_refits_and_partial_fits_reach_the_workers(client: Any) -> None:
+async def test_refits_and_partial_fits_reach_the_workers(dask_client: Any) -> None:
     """Each new version, fitted on the cluster, answers from the workers: a refit on
     other classes is answered with those classes, then a partial_fit's version."""
-    clf = await AsyncClassifier(KeywordClassifier(), executor=DaskExecutor(client)).fit(
+    clf = await AsyncClassifier(KeywordClassifier(), executor=DaskExecutor(dask_client)).fit(
         TRAIN_X, TRAIN_Y
     )
     assert (await clf.classify("spam spam")).label == "spam"
@@ -154,25 +157,26 @@ async def test_refits_and_partial_fits_reach_the_workers(client: Any) -> None:
     assert (await clf.classify("yak")).version == 3
 
 
-async def test_each_worker_unpickles_a_model_version_once(client: Any) -> None:
+async def test_each_worker_unpickles_a_model_version_once(dask_client: Any) -> None:
     """However many batches a worker runs, it unpickles each model version once."""
     tag = uuid.uuid4().hex
     clf = await AsyncClassifier(
-        UnpickleCountingClassifier(tag), executor=DaskExecutor(client), max_batch_size=8
+        UnpickleCountingClassifier(tag), executor=DaskExecutor(dask_client), max_batch_size=8
     ).fit(TRAIN_X, TRAIN_Y)
     for _ in range(2):
         await clf.predict_proba(TEXTS)  # 38 batches each time, two at a time
-    counts = await in_thread(client.run, unpickled, tag)
+    counts = await in_thread(dask_client.run, unpickled, tag)
     assert max(counts.values()) == 1
     await clf.fit(TRAIN_X[:3], TRAIN_Y[:3])
     rows = await clf.predict_proba(TEXTS)
     assert rows.shape == (300, 3)
-    counts = await in_thread(client.run, unpickled, tag)
+    counts = await in_thread(dask_client.run, unpickled, tag)
     assert max(counts.values()) <= 2
     assert sum(counts.values()) >= 2
     assert clf.statistics().batches >= 3 * 38
 
 
+@pytest.mark.slow
 async def test_a_cancelled_fit_returns_while_its_task_still_runs(client: Any) -> None:
     """Cancelling a fit returns while its task is still held in a worker and cancels
     its Dask future; the serving model and version stay and every token comes back."""
@@ -185,13 +189,13 @@ async def test_a_cancelled_fit_returns_while_its_task_still_runs(client: Any) ->
     clf.set_params(estimator=EventGatedFitClassifier(name))
 
     async def cancel_once_entered(scope: anyio.CancelScope) -> None:
-        assert await in_thread(entered.wait, 20)
+        assert await in_thread(entered.wait, DEADLINE)
         scope.cancel()
 
     try:
-        # The held fit would wait 60 s for the event: returning at all proves the
+        # The held fit would wait for the event past the deadline: returning at all proves the
         # cancelled call did not wait for its task.
-        with anyio.fail_after(30):
+        with anyio.fail_after(DEADLINE):
             with anyio.CancelScope() as scope:
                 async with anyio.create_task_group() as tasks:
                     tasks.start_soon(cancel_once_entered, scope)
@@ -208,6 +212,7 @@ async def test_a_cancelled_fit_returns_while_its_task_still_runs(client: Any) ->
     assert clf.limiter_.statistics().borrowed_tokens == 0
 
 
+@pytest.mark.slow
 async def test_asyncio_task_cancel_of_a_fit_returns_at_once(
     client: Any, anyio_backend: str
 ) -> None:
@@ -225,9 +230,9 @@ async def test_asyncio_task_cancel_of_a_fit_returns_at_once(
     clf.set_params(estimator=EventGatedFitClassifier(name))
     task = asyncio.ensure_future(clf.fit(TRAIN_X, TRAIN_Y))
     try:
-        assert await in_thread(entered.wait, 20)
+        assert await in_thread(entered.wait, DEADLINE)
         task.cancel()
-        with anyio.fail_after(30), pytest.raises(asyncio.CancelledError):
+        with anyio.fail_after(DEADLINE), pytest.raises(asyncio.CancelledError):
             await task
     finally:
         await in_thread(release.set)
@@ -237,6 +242,7 @@ async def test_asyncio_task_cancel_of_a_fit_returns_at_once(
     assert clf.limiter_.statistics().borrowed_tokens == 0
 
 
+@pytest.mark.slow
 async def test_a_worker_killed_mid_batch_fails_only_that_batch(client: Any) -> None:
     """A batch that kills its worker is tried on one other worker, which dies too; its
     callers then get an AsyncClfError caused by KilledWorker (or, when the cluster lost
@@ -256,7 +262,7 @@ async def test_a_worker_killed_mid_batch_fails_only_that_batch(client: Any) -> N
             await clf.classify(text)
         errors.append(info.value)
 
-    with anyio.fail_after(30):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(call, "DIE now")
             tasks.start_soon(call, "spam, in the same batch")
@@ -268,7 +274,7 @@ async def test_a_worker_killed_mid_batch_fails_only_that_batch(client: Any) -> N
             causes.append(cause)
             cause = cause.__cause__
         assert any(isinstance(c, distributed.KilledWorker) or "cancelled" in str(c) for c in causes)
-    with anyio.fail_after(60):
+    with anyio.fail_after(DEADLINE):
         assert (await clf.classify("spam spam")).label == "spam"
         async with clf.stream(["eggs", "spam spam"]) as results:
             assert [p.label async for p in results] == ["eggs", "spam"]
@@ -279,6 +285,7 @@ async def test_a_worker_killed_mid_batch_fails_only_that_batch(client: Any) -> N
     assert clf.limiter_.statistics().borrowed_tokens == 0
 
 
+@pytest.mark.slow
 async def test_the_default_limiter_has_a_token_per_cluster_thread(
     client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -302,6 +309,7 @@ async def test_the_default_limiter_has_a_token_per_cluster_thread(
     assert shared.total_tokens == 1
 
 
+@pytest.mark.slow
 async def test_the_default_limiter_follows_the_cluster_as_it_grows_and_shrinks(
     client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -322,7 +330,7 @@ async def test_the_default_limiter_follows_the_cluster_as_it_grows_and_shrinks(
     cluster = client.cluster
     try:
         await in_thread(cluster.scale, 3)
-        await in_thread(client.wait_for_workers, 3, 60)
+        await in_thread(client.wait_for_workers, 3, DEADLINE)
         assert await tokens_after_two_calls() == 3
     finally:
         await in_thread(cluster.scale, 2)
@@ -330,6 +338,7 @@ async def test_the_default_limiter_follows_the_cluster_as_it_grows_and_shrinks(
     assert await tokens_after_two_calls() == 2
 
 
+@pytest.mark.slow
 async def test_an_address_gets_its_own_client_which_aclose_closes(client: Any) -> None:
     """Given an address, the executor connects a client of its own on first use and
     aclose() disconnects it, after which it refuses work; a given client stays open."""
@@ -353,6 +362,7 @@ async def test_an_address_gets_its_own_client_which_aclose_closes(client: Any) -
     assert await in_thread(client.run_on_scheduler, clients_connected) == before
 
 
+@pytest.mark.slow
 async def test_aclose_fails_a_fit_still_running_on_the_cluster(client: Any) -> None:
     """Closing the executor cancels a fit its cluster still runs: the caller gets an
     AsyncClfError at once, the serving model stays, and the given client stays open."""
@@ -364,12 +374,13 @@ async def test_aclose_fails_a_fit_still_running_on_the_cluster(client: Any) -> N
     clf.set_params(estimator=EventGatedFitClassifier(name))
 
     async def close_once_entered() -> None:
-        assert await in_thread(entered.wait, 20)
+        assert await in_thread(entered.wait, DEADLINE)
         await executor.aclose()
 
     try:
-        # The held fit would wait 60 s for the event: this fails if aclose waits for it.
-        with anyio.fail_after(30):
+        # The held fit would wait for the event past the deadline: this fails if aclose
+        # waits for it.
+        with anyio.fail_after(DEADLINE):
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(close_once_entered)
                 with pytest.raises(AsyncClfError, match="closed while the fit waited"):
@@ -382,6 +393,7 @@ async def test_aclose_fails_a_fit_still_running_on_the_cluster(client: Any) -> N
     assert clf.limiter_.statistics().borrowed_tokens == 0
 
 
+@pytest.mark.slow
 async def test_a_cluster_gone_fails_calls_with_a_clear_error() -> None:
     """Once the scheduler is gone, a call fails with an AsyncClfError saying so, not
     with the Dask client's own error."""
@@ -398,19 +410,19 @@ async def test_a_cluster_gone_fails_calls_with_a_clear_error() -> None:
         await clf.fit(TRAIN_X, TRAIN_Y)
         assert (await clf.classify("spam")).label == "spam"
         await in_thread(cluster.close)
-        with anyio.fail_after(60), pytest.raises(AsyncClfError, match="cannot be reached"):
+        with anyio.fail_after(DEADLINE), pytest.raises(AsyncClfError, match="cannot be reached"):
             await clf.classify("eggs")
     finally:
         await in_thread(own.close)
         await in_thread(cluster.close)
 
 
-def test_bad_arguments_are_refused(client: Any) -> None:
+def test_bad_arguments_are_refused(dask_client: Any) -> None:
     """Anything but a synchronous distributed.Client or an address is refused at once."""
     with pytest.raises(InvalidParameterError, match=r"distributed\.Client or a scheduler"):
         DaskExecutor(42)
     with pytest.raises(InvalidParameterError, match="scheduler_address"):
-        DaskExecutor(client.cluster)
+        DaskExecutor(dask_client.cluster)
     with pytest.raises(InvalidParameterError, match="needs a scheduler address"):
         DaskExecutor(" ")
 

@@ -13,7 +13,8 @@ from asyncclf import AsyncClassifier
 
 from .conftest import Rows
 
-pytestmark = pytest.mark.anyio
+# The real datasets: the slow tier.
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 CATEGORIES = ["alt.atheism", "soc.religion.christian", "comp.graphics", "sci.med"]
 

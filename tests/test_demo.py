@@ -5,9 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from asyncclf._cli import main
 
 
+@pytest.mark.slow  # a subprocess run; test_demo_on_trio runs the demo in the default tier
 def test_demo_runs_and_reports() -> None:
     """The demo trains, classifies concurrently and reports a real accuracy."""
     result = subprocess.run(

@@ -9,10 +9,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+SLOW = {"scaling.md", "estimators.md"}
+"""Examples that start worker processes and a cluster, or train a network: the slow tier."""
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 
-@pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(path, marks=[pytest.mark.slow] if path.name in SLOW else []) for path in DOCS],
+    ids=lambda p: p.name,
+)
 def test_code_blocks_run(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The file's Python examples run without error, sharing one namespace."""
     # Run as a script would: examples keep the  if __name__ == "__main__":  guard that

@@ -31,6 +31,8 @@ from asyncclf import (
 from asyncclf._work import handles, transport
 
 from .fakes import (
+    DEADLINE,
+    NEVER,
     TRAIN_X,
     TRAIN_Y,
     CallLog,
@@ -93,6 +95,7 @@ async def test_processes_answer_exactly_as_threads() -> None:
         assert streamed == [p async for p in results]
 
 
+@pytest.mark.slow  # a pool of its own; the default tier samples processes elsewhere
 async def test_a_failing_text_fails_alone_in_a_process_too() -> None:
     """The estimator's exception crosses back from the worker to its caller only."""
     _, processes = await pair()
@@ -102,6 +105,7 @@ async def test_a_failing_text_fails_alone_in_a_process_too() -> None:
         assert [p.ok async for p in results] == [True, False, True]
 
 
+@pytest.mark.slow  # a pool of its own; test_classifier's isolation test covers it
 async def test_partial_fit_and_refit_swap_new_versions_into_the_workers() -> None:
     """Each new model version reaches the workers: after a refit on other classes and
     a partial_fit, answers come from the new model."""
@@ -115,13 +119,14 @@ async def test_partial_fit_and_refit_swap_new_versions_into_the_workers() -> Non
     assert (await processes.classify("yak")).version == 3
 
 
+@pytest.mark.slow  # kills its worker
 async def test_a_cancelled_fit_in_a_process_returns_at_once_and_changes_nothing() -> None:
     """Cancelling a fit kills its worker process: the call returns without waiting for
-    the fit (which would take 60 s) and the serving model stays."""
+    the fit (which would outlast the test's deadline) and the serving model stays."""
     clf = AsyncClassifier(SlowFitClassifier(0), executor="processes")
     await clf.fit(TRAIN_X, TRAIN_Y)
-    clf.set_params(estimator=SlowFitClassifier(60))
-    with anyio.fail_after(30):
+    clf.set_params(estimator=SlowFitClassifier(NEVER))
+    with anyio.fail_after(DEADLINE):
         with anyio.move_on_after(2) as scope:
             await clf.fit(TRAIN_X, TRAIN_Y)
     assert scope.cancelled_caught
@@ -129,6 +134,7 @@ async def test_a_cancelled_fit_in_a_process_returns_at_once_and_changes_nothing(
     assert (await clf.classify("spam")).version == 1
 
 
+@pytest.mark.slow  # a worker dies
 async def test_a_worker_that_dies_fails_only_its_batch() -> None:
     """A worker process that dies mid-batch fails that batch's callers with an
     AsyncClfError saying so; the next calls get a new worker and succeed."""
@@ -142,6 +148,7 @@ async def test_a_worker_that_dies_fails_only_its_batch() -> None:
     assert clf.limiter_.statistics().borrowed_tokens == 0
 
 
+@pytest.mark.slow  # a pool of its own
 async def test_a_cancelled_caller_returns_while_its_process_batch_runs() -> None:
     """A caller cancelled while its batch runs in a worker process returns at once;
     the batch still answers the others and gives its token back."""
@@ -151,7 +158,7 @@ async def test_a_cancelled_caller_returns_while_its_process_batch_runs() -> None
     async def follower() -> None:
         answers.append((await processes.classify("spam follower")).label)
 
-    with anyio.fail_after(30):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             with anyio.CancelScope() as leader:
                 tasks.start_soon(follower)
@@ -177,6 +184,7 @@ def anyio_workers() -> set[int]:
     return found
 
 
+@pytest.mark.slow  # counts fresh workers
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
 async def test_max_workers_bounds_the_worker_processes_whatever_the_limiter() -> None:
     """Three batches at once under a limiter of 3 tokens run in max_workers=1 process,
@@ -195,6 +203,7 @@ async def test_max_workers_bounds_the_worker_processes_whatever_the_limiter() ->
     assert len(anyio_workers() - before) == 1
 
 
+@pytest.mark.slow  # kills its worker
 async def test_a_fit_cancelled_while_its_model_is_read_back_changes_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -215,12 +224,13 @@ async def test_a_fit_cancelled_while_its_model_is_read_back_changes_nothing(
     with anyio.CancelScope() as scope:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.fit, TRAIN_X, TRAIN_Y)
-            await anyio.to_thread.run_sync(started.wait, 10)
+            await anyio.to_thread.run_sync(started.wait, DEADLINE)
             scope.cancel()
     assert scope.cancelled_caught
     assert clf.version == 1
 
 
+@pytest.mark.slow  # a pool of its own
 async def test_a_removed_model_directory_is_made_again() -> None:
     """A temporary-file cleaner removing the executor's directory breaks nothing: a new
     worker finds the serving model written again, and fits still work."""
@@ -299,7 +309,7 @@ async def test_a_batch_waiting_for_a_token_when_the_executor_changes_runs_on_the
     async def call(text: str) -> None:
         results.append((await clf.classify(text)).label)
 
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(call, "spam")
             await gate.wait_entered()
@@ -321,6 +331,7 @@ def test_executor_settings_are_checked() -> None:
     assert ProcessExecutor().max_workers == len(os.sched_getaffinity(0))
 
 
+@pytest.mark.slow  # a subprocess
 def test_a_script_without_a_main_guard_gets_a_clear_error(tmp_path: Path) -> None:
     """A script that runs its program at top level (no __main__ guard) fails at once
     with an error saying to add the guard, instead of hanging while every worker

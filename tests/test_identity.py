@@ -65,6 +65,7 @@ def run_python(script: str, seed: str = "random") -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.slow  # fresh Python processes
 async def test_the_same_fit_in_two_processes_has_the_same_id_and_other_data_another() -> None:
     """Two processes fitting the same data agree on the id (as this one does); a fit
     on other data gets another. A fresh classifier has none."""
@@ -79,6 +80,7 @@ async def test_the_same_fit_in_two_processes_has_the_same_id_and_other_data_anot
     assert here.version == 2
 
 
+@pytest.mark.slow  # fresh Python processes
 async def test_a_saved_model_keeps_its_id_in_every_process_that_loads_it(
     tmp_path: Path,
 ) -> None:

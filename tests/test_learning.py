@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import anyio
 import anyio.lowlevel
 import numpy as np
 import pytest
+from anyio import wait_all_tasks_blocked
 from sklearn.svm import LinearSVC
 
 from asyncclf import (
@@ -31,7 +33,7 @@ from asyncclf import (
 )
 
 from .conftest import Classifiers
-from .fakes import MemoryClassifier
+from .fakes import DEADLINE, MemoryClassifier, settle
 
 pytestmark = pytest.mark.anyio
 
@@ -43,13 +45,25 @@ def pairs(n: int, texts: int = 5) -> list[tuple[str, str]]:
     return [(f"text {i % texts}", CLASSES[(i % texts) % 2]) for i in range(n)]
 
 
+async def standstill(clf: AsyncClassifier, moving: Callable[[], int] | None = None) -> None:
+    """Wait until learning stands still: no step running in a worker, every task
+    blocked, and ``moving()`` (a count of examples read, say) the same after a round."""
+    with anyio.fail_after(DEADLINE):
+        while True:
+            before = moving() if moving else 0
+            await settle(clf)  # every step running in a worker has ended
+            await wait_all_tasks_blocked()
+            if (moving() if moving else 0) == before:
+                return
+
+
 async def learned(
     clf: AsyncClassifier, source: Any, into: list[LearnReport] | None = None, **kwargs: Any
 ) -> list[LearnReport]:
     """Learn from ``source`` to its end and return the reports (also put in ``into`` as
     they come, for a test that expects an exception)."""
     got = [] if into is None else into
-    with anyio.fail_after(30):
+    with anyio.fail_after(DEADLINE):
         async with clf.learn(source, **kwargs) as reports:
             async for report in reports:
                 got.append(report)
@@ -89,6 +103,30 @@ async def test_window_accuracy_covers_the_last_examples() -> None:
     # By the last batches every text has been taught: the last 16 are all right.
     assert reports[-1].window_accuracy == 1.0
     assert reports[-1].accuracy < 1.0
+
+
+async def test_window_accuracy_is_the_accuracy_of_exactly_the_last_window_examples() -> None:
+    """window_accuracy in each report is the share right among the last ``window``
+    examples seen, no more and no fewer, whatever mix of right and wrong they hold."""
+    rng = random.Random(20)
+    examples = [(f"text {rng.randrange(6)}", rng.choice(CLASSES)) for _ in range(80)]
+    clf = AsyncClassifier(MemoryClassifier())
+    reports = await learned(clf, examples, classes=CLASSES, batch_size=8, window=10)
+    # Progressive validation by hand: each batch is predicted from what the earlier
+    # batches taught (a text's last label; an unknown text is the first class), the
+    # first one by a learner that knows nothing (all wrong).
+    hits: list[bool] = []
+    memory: dict[str, str] = {}
+    for report in reports:
+        batch = examples[len(hits) : report.seen]
+        hits += [bool(hits) and memory.get(text, CLASSES[0]) == label for text, label in batch]
+        memory.update(batch)
+    assert len(hits) == 80
+    assert 0 < sum(hits[-10:]) < 10  # the last window mixes right and wrong
+    for report in reports:
+        last = hits[: report.seen][-10:]
+        assert report.window_accuracy == pytest.approx(sum(last) / len(last))
+        assert report.accuracy == pytest.approx(sum(hits[: report.seen]) / report.seen)
 
 
 async def test_a_copy_is_published_every_publish_every_examples() -> None:
@@ -241,7 +279,7 @@ async def test_leaving_early_publishes_nothing_more_and_closes_the_source() -> N
             closed.append(True)
 
     clf = AsyncClassifier(MemoryClassifier())
-    with anyio.fail_after(30):
+    with anyio.fail_after(DEADLINE):
         async with clf.learn(source(), classes=CLASSES, batch_size=8, publish_every=20) as reports:
             async for report in reports:
                 if report.seen >= 60:
@@ -249,22 +287,34 @@ async def test_leaving_early_publishes_nothing_more_and_closes_the_source() -> N
     assert closed == [True]
     version = clf.version
     assert version >= report.version >= 3  # published at 23, 47 and 63 examples
-    await anyio.sleep(0.1)
+    await settle(clf)  # a step still running in its worker when the block was left ends
+    await wait_all_tasks_blocked()
     assert clf.version == version  # nothing published after leaving
 
 
 async def test_cancelling_mid_learn_keeps_the_last_published_model() -> None:
-    """A cancel scope around learn (here, a deadline) stops it between steps: the
-    serving model is the last published, whole, and serving goes on."""
+    """A cancel scope around learn (cancelled by another task, as a deadline would)
+    stops it between steps: the serving model is the last published, whole, and
+    serving goes on."""
     clf = AsyncClassifier(MemoryClassifier(pause=0.002))
     versions: list[int] = []
-    with anyio.move_on_after(0.5) as scope:
-        async with clf.learn(
-            pairs(100_000), classes=CLASSES, batch_size=16, publish_every=64
-        ) as reports:
+    third = anyio.Event()
+
+    async def cancel_after_the_third_publish(scope: anyio.CancelScope) -> None:
+        await third.wait()
+        scope.cancel()
+
+    with anyio.fail_after(DEADLINE), anyio.CancelScope() as scope:
+        async with (
+            anyio.create_task_group() as tasks,
+            clf.learn(pairs(100_000), classes=CLASSES, batch_size=16, publish_every=64) as reports,
+        ):
+            tasks.start_soon(cancel_after_the_third_publish, scope)
             async for report in reports:
                 if report.published:
                     versions.append(report.version)
+                    if len(versions) == 3:
+                        third.set()
     assert scope.cancelled_caught
     assert versions
     # The last publish's report may still be unread when the deadline strikes (as
@@ -293,7 +343,7 @@ async def test_serving_during_learning_sees_published_models_only(make: Classifi
                 return  # one call after learning ended: the last version serves
             await anyio.lowlevel.checkpoint()
 
-    with anyio.fail_after(60):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             for i in range(8):
                 tasks.start_soon(caller, i)
@@ -319,7 +369,7 @@ async def test_fit_waits_for_learning_to_end() -> None:
         await clf.fit(["x", "y"], ["ham", "spam"])
         order.append("fit")
 
-    with anyio.fail_after(30):
+    with anyio.fail_after(DEADLINE):
         async with (
             anyio.create_task_group() as tasks,
             clf.learn(pairs(200), classes=CLASSES, batch_size=16) as reports,
@@ -357,6 +407,7 @@ async def test_checkpoints_save_the_published_model(tmp_path: Path) -> None:
     assert loaded.version == clf.version + 1
 
 
+@pytest.mark.slow  # a subprocess, killed mid-learning
 def test_a_killed_learner_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     """A process learning from an endless stream is killed (SIGKILL) after two
     checkpoints: the checkpoint file is whole, loads, and learning goes on from it."""
@@ -422,7 +473,7 @@ async def test_reading_ahead_is_bounded_by_max_in_flight() -> None:
 
     clf = AsyncClassifier(MemoryClassifier())
     async with clf.learn(source(), classes=CLASSES, batch_size=4, max_in_flight=8) as reports:
-        await anyio.sleep(0.2)
+        await standstill(clf, lambda: pulled)
         # Learned: a batch of 1 (its report waits to be read) and one of 2 (its report
         # waits to be sent); the channel holds 8; the reader holds 1, waiting for room.
         assert pulled == 1 + 2 + 8 + 1
@@ -480,7 +531,7 @@ async def test_a_slow_consumer_still_gets_the_error_itself(bad: tuple[str, str])
         async with clf.learn(source, classes=CLASSES, batch_size=4, max_in_flight=4) as reports:
             async for report in reports:
                 got.append(report)
-                await anyio.sleep(0.05)
+                await standstill(clf)  # the reader queues meanwhile
 
     with pytest.raises(error):
         await slowly()
@@ -503,7 +554,7 @@ async def test_skipped_examples_are_bounded_like_the_others() -> None:
     async with clf.learn(
         source(), classes=CLASSES, batch_size=4, max_in_flight=8, on_error="yield"
     ) as reports:
-        await anyio.sleep(0.2)
+        await standstill(clf, lambda: pulled)
         assert pulled <= 1 + 2 + 8 + 1
         first = await reports.__anext__()
         second = await reports.__anext__()

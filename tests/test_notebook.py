@@ -12,6 +12,9 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 NOTEBOOK = DOCS / "quickstart.ipynb"
 ONLINE = DOCS / "online.ipynb"
 
+# A Jupyter kernel per notebook: the slow tier.
+pytestmark = pytest.mark.slow
+
 
 def executed(notebook: Any, directory: Path) -> str:
     """Run every cell of ``notebook`` in a python3 kernel; return what the cells printed."""

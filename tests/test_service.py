@@ -20,6 +20,8 @@ import asyncclf  # noqa: E402
 from examples.fastapi_service import create_app  # noqa: E402
 from examples.prometheus_metrics import register  # noqa: E402
 
+from .fakes import DEADLINE  # noqa: E402
+
 pytestmark = pytest.mark.anyio
 
 TEXTS = [
@@ -46,7 +48,7 @@ async def client(tmp_path: Path) -> AsyncIterator[Any]:
 
 async def health_when(client: Any, ready: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
     """Poll /healthz, as a client waiting for a background refit would."""
-    with anyio.fail_after(30):
+    with anyio.fail_after(DEADLINE):
         while True:
             health: dict[str, Any] = (await client.get("/healthz")).json()
             if ready(health):

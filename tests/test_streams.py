@@ -13,8 +13,17 @@ from hypothesis import strategies as st
 
 from asyncclf import AsyncClassifier, FailedPrediction, InvalidInputError, Prediction
 
-from .conftest import Classifiers
-from .fakes import TRAIN_X, TRAIN_Y, Gate, KeywordClassifier, RecordingClassifier, settle
+from .conftest import EVERYWHERE, Classifiers
+from .fakes import (
+    DEADLINE,
+    NEVER,
+    TRAIN_X,
+    TRAIN_Y,
+    Gate,
+    KeywordClassifier,
+    RecordingClassifier,
+    settle,
+)
 from .test_batching import turnstiled
 
 pytestmark = pytest.mark.anyio
@@ -117,6 +126,23 @@ async def test_slow_consumer_slows_the_source(make: Classifiers) -> None:
     assert clf.limiter_.statistics().borrowed_tokens == 0
     await wait_all_tasks_blocked()
     assert source.pulled == pulled, "the source was read after the stream closed"
+
+
+async def test_the_reader_refills_once_the_window_is_half_empty() -> None:
+    """A full read-ahead window wakes its reader only once half of it is consumed,
+    which then refills it whole: not at every text consumed, nor only when empty."""
+    clf = await AsyncClassifier(KeywordClassifier(), max_batch_size=2).fit(TRAIN_X, TRAIN_Y)
+    source = Source([f"spam {i}" for i in range(1000)])
+    pulled = []
+    with anyio.fail_after(DEADLINE):
+        async with clf.stream(iter(source), max_in_flight=8) as results:
+            for _ in range(9):
+                await settle(clf)  # the batches ahead have run: only the window holds
+                await wait_all_tasks_blocked()  # the reader waits for room
+                pulled.append(source.pulled)
+                await results.__anext__()
+    # 8 in the window and 1 in hand; 4 consumed leave it half empty: 4 more, and so on.
+    assert pulled == [9, 9, 9, 9, 13, 13, 13, 13, 17]
 
 
 async def test_source_error_reaches_the_consumer_after_earlier_items(make: Classifiers) -> None:
@@ -260,7 +286,7 @@ async def test_streams_and_callers_share_lanes_safely(
                     break
                 seen.append(p)
 
-    with anyio.fail_after(20):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(consume)
             for i in range(n_callers):
@@ -338,6 +364,7 @@ async def test_leaving_a_stream_early_closes_the_source_generator(
     assert tracked.closed
 
 
+@pytest.mark.parametrize("make", EVERYWHERE, indirect=True)
 async def test_a_failed_text_yields_a_failed_prediction_typed_apart(make: Classifiers) -> None:
     """on_error='yield' gives FailedPrediction (ok False, error set) for a failed text and
     Prediction (ok True, a label) for the rest; 'raise' streams only Predictions."""
@@ -401,7 +428,7 @@ def check_predictions(got: list[Prediction], texts: list[str]) -> None:
 async def test_a_stream_keeps_one_batch_per_token_in_the_estimator() -> None:
     """With 3 tokens a stream has 3 batches in the estimator at once (no 4th waiting for
     a token), and its results are the estimator's, in input order."""
-    clf, turnstile, _ = await turnstiled(3, max_batch_size=4, max_latency=60)
+    clf, turnstile, _ = await turnstiled(3, max_batch_size=4, max_latency=NEVER)
     texts = mixed(40)
     got: list[Prediction] = []
 
@@ -409,7 +436,7 @@ async def test_a_stream_keeps_one_batch_per_token_in_the_estimator() -> None:
         async with clf.stream(texts, max_in_flight=40) as results:
             got.extend([p async for p in results])
 
-    with anyio.fail_after(20):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(consume)
             await turnstile.wait_held(3)
@@ -424,7 +451,7 @@ async def test_a_stream_keeps_one_batch_per_token_in_the_estimator() -> None:
 async def test_a_stream_hands_batches_on_in_order_and_buffers_at_most_its_width() -> None:
     """Batches that end before an earlier one wait for it (nothing reaches the consumer
     out of order) and hold their places: no further batch starts meanwhile."""
-    clf, turnstile, _ = await turnstiled(3, max_batch_size=4, max_latency=60)
+    clf, turnstile, _ = await turnstiled(3, max_batch_size=4, max_latency=NEVER)
     limiter = clf.limiter_
     texts = mixed(40)
     got: list[Prediction] = []
@@ -435,7 +462,7 @@ async def test_a_stream_hands_batches_on_in_order_and_buffers_at_most_its_width(
             async for p in results:
                 got.append(p)
 
-    with anyio.fail_after(20):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(consume)
             await turnstile.wait_held(3)
@@ -457,7 +484,7 @@ async def test_a_stream_hands_batches_on_in_order_and_buffers_at_most_its_width(
 async def test_a_stream_with_one_token_runs_one_batch_at_a_time() -> None:
     """With 1 token a stream waits for one batch at a time, as before: no second batch
     waits for the token, and the estimator sees the batches in input order."""
-    clf, turnstile, log = await turnstiled(1, max_batch_size=4, max_latency=60)
+    clf, turnstile, log = await turnstiled(1, max_batch_size=4, max_latency=NEVER)
     texts = mixed(40)
     got: list[Prediction] = []
 
@@ -465,7 +492,7 @@ async def test_a_stream_with_one_token_runs_one_batch_at_a_time() -> None:
         async with clf.stream(texts, max_in_flight=40) as results:
             got.extend([p async for p in results])
 
-    with anyio.fail_after(20):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(consume)
             await turnstile.wait_held(1)
@@ -482,9 +509,9 @@ async def test_a_stream_with_one_token_runs_one_batch_at_a_time() -> None:
 async def test_leaving_a_stream_with_batches_in_flight_returns_at_once() -> None:
     """Leaving a stream while 3 of its batches run returns at once, withdraws the texts
     still queued (never computed) and leaks nothing once the batches end."""
-    clf, turnstile, log = await turnstiled(3, max_batch_size=4, max_latency=60)
+    clf, turnstile, log = await turnstiled(3, max_batch_size=4, max_latency=NEVER)
     texts = mixed(400)
-    with anyio.fail_after(20):
+    with anyio.fail_after(DEADLINE):
         async with (
             clf.stream(texts, max_in_flight=40) as results,
             anyio.create_task_group() as tasks,
@@ -499,7 +526,7 @@ async def test_leaving_a_stream_with_batches_in_flight_returns_at_once() -> None
     assert clf.limiter_.statistics().borrowed_tokens == 0
     assert sorted(log.seen) == sorted(texts[:12])
     assert clf.statistics().items == 12
-    clf.set_params(max_latency=0)  # a lone caller would wait out the 60 s otherwise
+    clf.set_params(max_latency=0)  # a lone caller would wait out max_latency otherwise
     assert (await clf.classify("eggs")).label == "eggs"
 
 
@@ -512,7 +539,7 @@ async def test_task_cancel_of_a_stream_with_batches_in_flight_returns_at_once(
         pytest.skip("native asyncio cancellation")
     import asyncio
 
-    clf, turnstile, log = await turnstiled(3, max_batch_size=4, max_latency=60)
+    clf, turnstile, log = await turnstiled(3, max_batch_size=4, max_latency=NEVER)
     texts = mixed(400)
     got: list[Prediction] = []
 
@@ -524,13 +551,13 @@ async def test_task_cancel_of_a_stream_with_batches_in_flight_returns_at_once(
     task = asyncio.create_task(consume())
     await turnstile.wait_held(3)
     task.cancel()
-    finished, _ = await asyncio.wait({task}, timeout=5)
+    finished, _ = await asyncio.wait({task}, timeout=DEADLINE)
     assert task in finished
     assert task.cancelled()
     assert len(turnstile.held) == 3
     assert clf.statistics().queue_depth == 0
     turnstile.open()
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         await settle(clf)
     assert clf.limiter_.statistics().borrowed_tokens == 0
     assert got == []
@@ -554,7 +581,7 @@ async def test_streams_over_several_tokens_stay_in_order(
         max_batch_size=max_batch_size,
         max_latency=0.001,
     ).fit(TRAIN_X, TRAIN_Y)
-    with anyio.fail_after(20):
+    with anyio.fail_after(DEADLINE):
         async with clf.stream(texts, on_error="yield", max_in_flight=max_in_flight) as results:
             got = [p async for p in results]
     assert [(p.index, p.text) for p in got] == list(enumerate(texts))

@@ -14,6 +14,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from asyncclf import AsyncClassifier, _text
 
+from .fakes import DEADLINE
+
 FIXTURE = Path(__file__).parent / "data" / "mixed_scripts.jsonl"
 
 SKLEARN_DEFAULT = TfidfVectorizer().build_tokenizer()
@@ -65,7 +67,7 @@ async def test_the_default_model_answers_a_huge_text_as_sklearns_default_does() 
     plain.set_params(estimator__tfidf__token_pattern=r"(?u)\b\w\w+\b")
     await plain.fit(texts, labels)
     big = "prize lunch noon cash " * 100_000
-    with anyio.fail_after(60):
+    with anyio.fail_after(DEADLINE):
         ours, theirs = await clf.predict_proba([big]), await plain.predict_proba([big])
     assert ours.tolist() == theirs.tolist()
 
