@@ -131,7 +131,7 @@ async def test_a_call_queued_at_close_fails_with_the_closed_error(anyio_backend:
     assert CLOSED in str(outcomes["eggs"])
 
 
-async def test_aclose_closes_the_executor_it_made_and_no_other(anyio_backend: str) -> None:
+async def test_aclose_closes_the_executor_it_made_and_no_other(process_pool: None) -> None:
     """executor="processes": aclose removes the model files shipped to the workers.
     An executor object passed in stays open for the other classifiers sharing it."""
     clf = await AsyncClassifier(KeywordClassifier(), executor="processes").fit(TRAIN_X, TRAIN_Y)
@@ -166,7 +166,7 @@ async def test_a_closed_executor_refuses_new_calls(make: Classifiers) -> None:
 
 
 async def test_a_dropped_model_releases_what_a_process_executor_shipped(
-    anyio_backend: str,
+    process_pool: None,
 ) -> None:
     """Closing a classifier that shares a ProcessExecutor removes its model's file
     once nothing reads the model, while the executor serves others."""
@@ -269,7 +269,7 @@ async def test_a_future_delivering_twice_is_heard_once(anyio_backend: str) -> No
 
 
 async def test_closing_a_process_executor_lets_the_calls_it_started_finish(
-    anyio_backend: str,
+    process_pool: None,
 ) -> None:
     """Calls running in worker processes when the executor closes finish with their
     answers (their model files stay until the last ends), queued ones get the closed
