@@ -1,4 +1,4 @@
-"""Result dataclasses, type aliases and protocols of the public API (no logic here)."""
+"""Result dataclasses and type aliases of the public API (no logic here)."""
 
 from __future__ import annotations
 
