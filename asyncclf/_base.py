@@ -22,7 +22,7 @@ from ._errors import (
     UnsupportedEstimatorError,
 )
 from ._executors import make_executor
-from ._executors.base import Executor
+from ._executors.base import LIMITER, Executor
 from ._model import (
     Config,
     Model,
@@ -46,7 +46,6 @@ from ._validation import (
     Rule,
     check_params,
     check_texts,
-    or_none,
 )
 from ._work import compute
 
@@ -81,7 +80,7 @@ _RULES: dict[str, Rule[Any]] = {
             "an executor object (such as asyncclf.ProcessExecutor(max_workers=4))",
         ),
     ),
-    "limiter": or_none(Instance(anyio.CapacityLimiter, "an anyio.CapacityLimiter")),
+    "limiter": LIMITER,
     "max_batch_size": Integer(1),
     "max_latency": Number(0, unit="seconds"),
     "max_queue": Integer(1),

@@ -23,9 +23,13 @@ from anyio.lowlevel import RunVar
 from typing_extensions import Self
 
 from .._errors import AsyncClfError
+from .._validation import Instance, check_param, or_none
 from .._work.threads import Call, call_in_worker
 
 T = TypeVar("T")
+
+LIMITER = or_none(Instance(anyio.CapacityLimiter, "an anyio.CapacityLimiter"))
+"""What an executor's ``limiter`` may be."""
 
 
 def available_cpus() -> int:
@@ -148,7 +152,7 @@ class Executor(abc.ABC):
         # ``run`` takes a token of ``limiter``; its anyio thread must not count against
         # anyio's global default limiter as well, so it gets an unbounded one.
         self._threads = PerRun(lambda: anyio.CapacityLimiter(math.inf))
-        self.set_limiter(limiter)
+        self.set_limiter(check_param("limiter", limiter, LIMITER))
 
     # -- the seam --------------------------------------------------------------------
 
