@@ -70,16 +70,19 @@ async def behind_a_held_batch(
     gate: Gate,
     first: Callable[[], Coroutine[Any, Any, Any]],
     queued: list[Callable[[], Coroutine[Any, Any, Any]]],
+    meanwhile: Callable[[], object] = lambda: None,
 ) -> None:
-    """Run ``first`` until its batch is held in the gate, start ``queued`` so that they
-    wait behind it, then release the gate and let everything finish."""
+    """Run ``first`` until its batch is held in the gate, start ``queued`` one after
+    another so that they wait behind it in that order, call ``meanwhile()``, then
+    release the gate and let everything finish."""
     with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(first)
             await gate.wait_entered()
             for call in queued:
                 tasks.start_soon(call)
-            await wait_all_tasks_blocked()
+                await wait_all_tasks_blocked()  # arrivals in this order
+            meanwhile()
             gate.release.set()
 
 
@@ -1335,7 +1338,7 @@ async def test_callers_answered_together_after_a_failure_get_exactly_their_own_r
         except ValueError as exc:
             got[i] = exc
 
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.predict_proba, ["held"])
             await gate.wait_entered()
@@ -1356,7 +1359,7 @@ async def test_a_batch_failing_as_a_whole_fails_each_text_of_a_stream() -> None:
     on_error="yield" one failure per text, every text named at its own index."""
     clf = await AsyncClassifier(InterruptingClassifier(interrupt=SystemExit)).fit(TRAIN_X, TRAIN_Y)
     texts = [f"text {i}" for i in range(7)]
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with clf.stream(texts, on_error="yield") as results:
             got = [p async for p in results]
     assert all(isinstance(p, FailedPrediction) for p in got)
@@ -1369,7 +1372,7 @@ async def test_a_lowered_max_latency_applies_to_the_batches_formed_afterwards() 
     clf, log, gate = await recording(max_latency=60)
     clf.set_params(max_latency=0)
     gate.close()
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.classify, "spam")
             tasks.start_soon(clf.classify, "ham")
@@ -1382,7 +1385,7 @@ async def test_other_settings_changed_leave_the_wait_of_the_batch_forming_alone(
     """Changing settings that do not shorten the wait (max_latency set to its own value,
     max_queue) does not end the wait for company of the batch forming."""
     clf, log, _ = await recording(max_latency=60)
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.classify, "spam")
             tasks.start_soon(clf.classify, "ham")
@@ -1398,7 +1401,7 @@ async def test_lowering_max_batch_size_to_the_size_of_the_batch_forming_runs_it(
     """A batch waiting for company that max_batch_size, lowered to its size, makes full
     runs at once instead of waiting out max_latency."""
     clf, log, _ = await recording(max_latency=60, max_batch_size=10)
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.classify, "spam")
             tasks.start_soon(clf.classify, "ham")
@@ -1413,7 +1416,7 @@ async def test_a_stream_text_that_exactly_fills_the_queue_is_queued_at_once() ->
     waiting for room."""
     clf, _, gate = await recording(max_batch_size=2, max_queue=2, limiter=anyio.CapacityLimiter(1))
     gate.close()
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.classify, "running")
             await gate.wait_entered()
@@ -1436,7 +1439,7 @@ async def test_a_large_call_on_one_token_lets_a_caller_in_between_its_chunks() -
     clf, log, gate = await recording(max_batch_size=2, limiter=anyio.CapacityLimiter(1))
     gate.close()
     texts = ["a", "b", "c", "d", "e", "f"]
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.predict_proba, texts)
             await gate.wait_entered()
@@ -1452,15 +1455,12 @@ async def test_a_batch_split_by_a_lowered_max_batch_size_counts_as_its_parts() -
     clf, log, gate = await recording(max_batch_size=8, limiter=anyio.CapacityLimiter(1))
     gate.close()
     texts = [f"spam {i}" if i % 2 else f"ham {i}" for i in range(5)]
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(clf.classify, "first")
-            await gate.wait_entered()
-            for text in texts:
-                tasks.start_soon(clf.classify, text)
-                await wait_all_tasks_blocked()  # arrivals in this order
-            clf.set_params(max_batch_size=2)
-            gate.release.set()
+    await behind_a_held_batch(
+        gate,
+        partial(clf.classify, "first"),
+        [partial(clf.classify, text) for text in texts],
+        meanwhile=partial(clf.set_params, max_batch_size=2),
+    )
     sizes = [1, 2, 2, 1]
     assert log.batches == [["first"], texts[0:2], texts[2:4], texts[4:]]
     stats = clf.statistics()
@@ -1472,7 +1472,7 @@ async def test_a_caller_that_fills_the_batch_forming_ends_its_wait_for_company()
     """A batch waiting for company runs as soon as a later caller makes it full, instead
     of waiting out max_latency."""
     clf, log, _ = await recording(max_latency=60, max_batch_size=3)
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.classify, "spam")
             tasks.start_soon(clf.classify, "ham")
@@ -1495,7 +1495,7 @@ async def test_a_caller_waiting_for_room_is_let_in_when_max_queue_drops_below_it
     async def call() -> None:
         results.append(await clf.predict_proba(texts))
 
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.classify, "running")
             await gate.wait_entered()
@@ -1516,15 +1516,12 @@ async def test_two_callers_over_a_lowered_max_batch_size_run_in_batches_of_their
     clf, log, gate = await recording(max_batch_size=8, limiter=anyio.CapacityLimiter(1))
     gate.close()
     calls = [["ham 0", "spam 1"], ["eggs 2", "ham 3"]]
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(clf.classify, "first")
-            await gate.wait_entered()
-            for texts in calls:
-                tasks.start_soon(clf.predict_proba, texts)
-                await wait_all_tasks_blocked()  # arrivals in this order
-            clf.set_params(max_batch_size=2)
-            gate.release.set()
+    await behind_a_held_batch(
+        gate,
+        partial(clf.classify, "first"),
+        [partial(clf.predict_proba, texts) for texts in calls],
+        meanwhile=partial(clf.set_params, max_batch_size=2),
+    )
     assert log.batches == [["first"], *calls]
     assert clf.statistics().max_batch_size_seen == 2
 

@@ -735,7 +735,7 @@ async def test_the_reports_stay_ended_after_the_learn_block() -> None:
     clf = AsyncClassifier(MemoryClassifier())
     for source in (pairs(4), [*pairs(4), ("text", "eggs"), *pairs(4)]):
         async with clf.learn(source, classes=CLASSES, batch_size=2) as reports:
-            with anyio.fail_after(30):
+            with anyio.fail_after(DEADLINE):
                 try:
                     async for _ in reports:
                         pass
@@ -758,7 +758,7 @@ async def test_a_source_pausing_mid_batch_has_what_came_learned_meanwhile() -> N
             yield example
 
     clf = AsyncClassifier(MemoryClassifier())
-    with anyio.fail_after(30):
+    with anyio.fail_after(DEADLINE):
         async with clf.learn(source(), classes=CLASSES, batch_size=4) as reports:
             first, second = await anext(reports), await anext(reports)
             resume.set()

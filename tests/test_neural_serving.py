@@ -30,6 +30,8 @@ from asyncclf import AsyncClassifier, PersistenceError, load_sms_spam  # noqa: E
 from asyncclf._work import fingerprint, threads  # noqa: E402
 from asyncclf.neural import EmbeddingBagClassifier  # noqa: E402
 
+from .fakes import DEADLINE  # noqa: E402
+
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["ham", "spam"]
@@ -91,7 +93,7 @@ async def test_async_classifier_fits_and_serves_every_kind_of_call(
     calls, stream, rank and group with the probabilities of one vectorised predict."""
     texts, labels = sms
     clf: AsyncClassifier[str] = AsyncClassifier(network())
-    with anyio.fail_after(60):
+    with anyio.fail_after(DEADLINE):
         await clf.fit(texts[:300], labels[:300])
         held_out = texts[300:400]
         expected = clf.estimator_.predict_proba(held_out)
@@ -129,7 +131,7 @@ async def test_async_classifier_learns_online_and_updates_with_partial_fit(
     publishing copies while it serves; partial_fit then updates the served copy."""
     texts, labels = sms
     clf: AsyncClassifier[str] = AsyncClassifier(network())
-    with anyio.fail_after(60):
+    with anyio.fail_after(DEADLINE):
         async with clf.learn(
             list(zip(texts[:300], labels[:300], strict=True)),
             classes=CLASSES,

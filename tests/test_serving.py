@@ -15,6 +15,7 @@ from asyncclf import AsyncClassifier, AsyncClfError, NotFittedError, ProcessExec
 
 from .conftest import Classifiers
 from .fakes import (
+    DEADLINE,
     TRAIN_X,
     TRAIN_Y,
     Gate,
@@ -86,7 +87,7 @@ async def test_a_fit_that_ends_after_aclose_is_not_served(anyio_backend: str) ->
         except AsyncClfError as exc:
             failures.append(exc)
 
-    with anyio.fail_after(300):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(fit)
             await gate.wait_entered()
@@ -118,7 +119,7 @@ async def test_a_call_queued_at_close_fails_with_the_closed_error(anyio_backend:
         except AsyncClfError as exc:
             outcomes[text] = exc
 
-    with anyio.fail_after(300):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(classify, "spam")
             await gate.wait_entered()
@@ -255,7 +256,7 @@ async def test_a_submit_returning_no_future_fails_its_call_and_frees_the_token(
     with pytest.raises(AsyncClfError, match=r"instead of a concurrent\.futures\.Future"):
         await clf.classify("spam")
     executor.forget = False
-    with anyio.fail_after(300):
+    with anyio.fail_after(DEADLINE):
         assert (await clf.classify("spam")).label == "spam"
     assert executor.limiter.borrowed_tokens == 0
 
@@ -287,7 +288,7 @@ async def test_closing_a_process_executor_lets_the_calls_it_started_finish(
         except AsyncClfError as exc:
             outcomes.append(exc)
 
-    with anyio.fail_after(300):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             for text in ["spam", "eggs", "ham", "spam eggs"]:
                 tasks.start_soon(classify, text)

@@ -609,7 +609,7 @@ async def test_nothing_comes_after_the_error_that_ends_a_stream() -> None:
     await clf.fit(TRAIN_X, TRAIN_Y)
     gate.close()
     texts = ["ham", "a BOOM", "spam", "eggs", "ham 2", "spam 2"]
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.classify, "held")
             await gate.wait_entered()
@@ -639,7 +639,7 @@ async def test_a_stream_of_only_bad_items_yields_a_failure_for_each() -> None:
     one FailedPrediction per item with on_error="yield", and ends."""
     clf = await AsyncClassifier(KeywordClassifier()).fit(TRAIN_X, TRAIN_Y)
     items: list[Any] = [1, None, b"bytes"]
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with clf.stream(items, on_error="yield") as results:
             got = [p async for p in results]
     assert [(type(p), p.index) for p in got] == [(FailedPrediction, i) for i in range(3)]
@@ -665,7 +665,7 @@ async def test_a_failing_source_ends_the_stream_even_with_on_error_yield() -> No
             async for p in results:
                 got.append(p)
 
-    with anyio.fail_after(10), pytest.raises(OSError, match="source broke"):
+    with anyio.fail_after(DEADLINE), pytest.raises(OSError, match="source broke"):
         await drain()
     assert [(type(p), p.text) for p in got] == [(Prediction, "ham")]
 
@@ -684,7 +684,7 @@ async def test_a_stream_waits_for_room_even_when_callers_get_overloaded_errors()
     gate.release.set()
     await clf.fit(TRAIN_X, TRAIN_Y)
     gate.close()
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.classify, "held")
             await gate.wait_entered()
@@ -713,7 +713,7 @@ async def test_a_failing_text_queued_with_others_in_one_request_fails_alone(
     gate.release.set()
     await clf.fit(TRAIN_X, TRAIN_Y)
     gate.close()
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(clf.classify, "held")
             await gate.wait_entered()

@@ -31,7 +31,7 @@ from asyncclf._validation import (
     or_none,
 )
 
-from .fakes import TRAIN_X, TRAIN_Y, KeywordClassifier
+from .fakes import DEADLINE, TRAIN_X, TRAIN_Y, KeywordClassifier
 
 pytestmark = pytest.mark.anyio
 
@@ -85,7 +85,7 @@ def _learn(name: str) -> Use:
         extra: dict[str, Any] = {}
         if name == "checkpoint_every":
             extra["checkpoint"] = tmp_path / "model.skops"
-        with anyio.fail_after(30):
+        with anyio.fail_after(DEADLINE):
             async with clf.learn(PAIRS, classes=["ham", "spam"], **{name: value}, **extra) as got:
                 reports = [report async for report in got]
         assert reports[-1].seen == len(PAIRS)
