@@ -70,19 +70,16 @@ async def behind_a_held_batch(
     gate: Gate,
     first: Callable[[], Coroutine[Any, Any, Any]],
     queued: list[Callable[[], Coroutine[Any, Any, Any]]],
-    meanwhile: Callable[[], object] = lambda: None,
 ) -> None:
-    """Run ``first`` until its batch is held in the gate, start ``queued`` one after
-    another so that they wait behind it in that order, call ``meanwhile()``, then
-    release the gate and let everything finish."""
+    """Run ``first`` until its batch is held in the gate, start ``queued`` so that they
+    wait behind it, then release the gate and let everything finish."""
     with anyio.fail_after(DEADLINE):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(first)
             await gate.wait_entered()
             for call in queued:
                 tasks.start_soon(call)
-                await wait_all_tasks_blocked()  # arrivals in this order
-            meanwhile()
+            await wait_all_tasks_blocked()
             gate.release.set()
 
 
@@ -1455,12 +1452,15 @@ async def test_a_batch_split_by_a_lowered_max_batch_size_counts_as_its_parts() -
     clf, log, gate = await recording(max_batch_size=8, limiter=anyio.CapacityLimiter(1))
     gate.close()
     texts = [f"spam {i}" if i % 2 else f"ham {i}" for i in range(5)]
-    await behind_a_held_batch(
-        gate,
-        partial(clf.classify, "first"),
-        [partial(clf.classify, text) for text in texts],
-        meanwhile=partial(clf.set_params, max_batch_size=2),
-    )
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "first")
+            await gate.wait_entered()
+            for text in texts:
+                tasks.start_soon(clf.classify, text)
+                await wait_all_tasks_blocked()  # arrivals in this order
+            clf.set_params(max_batch_size=2)
+            gate.release.set()
     sizes = [1, 2, 2, 1]
     assert log.batches == [["first"], texts[0:2], texts[2:4], texts[4:]]
     stats = clf.statistics()
@@ -1516,12 +1516,15 @@ async def test_two_callers_over_a_lowered_max_batch_size_run_in_batches_of_their
     clf, log, gate = await recording(max_batch_size=8, limiter=anyio.CapacityLimiter(1))
     gate.close()
     calls = [["ham 0", "spam 1"], ["eggs 2", "ham 3"]]
-    await behind_a_held_batch(
-        gate,
-        partial(clf.classify, "first"),
-        [partial(clf.predict_proba, texts) for texts in calls],
-        meanwhile=partial(clf.set_params, max_batch_size=2),
-    )
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(clf.classify, "first")
+            await gate.wait_entered()
+            for texts in calls:
+                tasks.start_soon(clf.predict_proba, texts)
+                await wait_all_tasks_blocked()  # arrivals in this order
+            clf.set_params(max_batch_size=2)
+            gate.release.set()
     assert log.batches == [["first"], *calls]
     assert clf.statistics().max_batch_size_seen == 2
 
